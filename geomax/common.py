@@ -1,0 +1,37 @@
+"""Dictionary keys shared by the network, the loss, the post-processor and the data.
+
+Defined once here (deeplab2's ``common.py`` habit) and imported everywhere else.
+
+Class indexing inside the model: index 0 is *void / no object* (the empty set of
+the MaX-DeepLab paper); indices 1..C follow the ``Classes`` list of the class
+table (:class:`geomax.data.classes.ClassTable`).
+"""
+
+# ---- network outputs (dict returned by the MaX-DeepLab network's forward) ----
+#: (B, N, H/4, W/4) mask logits at stride 4, one channel per memory slot.
+PRED_MASK_LOGITS = "mask_logits"
+#: (B, N, C + 1) class logits per memory slot; index 0 is void.
+PRED_CLASS_LOGITS = "class_logits"
+#: (B, C + 1, H/4, W/4) auxiliary semantic logits; index 0 (void) is never a training target.
+PRED_SEMANTIC_LOGITS = "semantic_logits"
+#: (B, D, H/4, W/4) L2-normalised pixel features g.
+PRED_PIXEL_FEATURES = "pixel_features"
+#: (B, N, Dm) memory (slot) features after the last dual-path layer.
+PRED_MEMORY_FEATURES = "memory_features"
+
+# ---- training targets (dict, one batch; padded to ``n_masks`` segments) ----
+#: (B, H, W) int64 class index per pixel, 0 = void / unlabeled / no data.
+GT_SEMANTIC = "semantic"
+#: (B, K, H, W) bool, non-overlapping masks: one per thing instance and one per stuff class present.
+GT_MASKS = "masks"
+#: (B, K) int64 class index of each mask; 0 marks a padding entry (no segment).
+GT_CLASSES = "classes"
+#: (B, H, W) bool, False on no-data pixels, which every loss and metric ignores.
+GT_VALID = "valid"
+#: (B, K) bool, True where the mask is a thing instance.
+GT_IS_THING = "is_thing"
+
+TARGET_KEYS = (GT_SEMANTIC, GT_MASKS, GT_CLASSES, GT_VALID, GT_IS_THING)
+
+#: Output stride of mask logits, pixel features and semantic logits.
+OUTPUT_STRIDE = 4
