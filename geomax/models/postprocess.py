@@ -1,0 +1,189 @@
+"""Panoptic inference: raw MaX-DeepLab outputs -> :class:`~geomax.panoptic.PanopticResult`.
+
+Follows deeplab2's MaX-DeepLab post-processor:
+
+1. class probabilities = softmax over the ``C + 1`` class logits of each slot; a slot is
+   kept when its best *non-void* class probability is ``>= class_threshold``;
+2. the kept slots' mask logits are resized (bilinear) to the output size, then a softmax
+   is taken over the kept slots only; each pixel goes to its most probable slot, and
+   becomes void when that probability is ``< mask_threshold``;
+3. no-data pixels (``valid`` False) become void;
+4. all stuff slots of one class form one segment; thing slots are instances; thing
+   instances below ``min_thing_area`` pixels and stuff segments below ``min_stuff_area``
+   pixels (after merging) become void;
+5. ``confidence`` = class probability x mask probability of the winning slot (0 on void);
+   a segment's ``score`` is the mean confidence over its pixels.
+
+Segment ids: stuff segments first (by class order), then thing segments by decreasing
+score; thing instance ids ``1..k`` follow the same order.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from ..common import OUTPUT_STRIDE, PRED_CLASS_LOGITS, PRED_MASK_LOGITS
+from ..data.classes import ClassTable
+from ..errors import ArgumentError
+from ..panoptic import SEGMENT_COLUMNS, PanopticResult
+
+__all__ = ["PanopticPostProcessor"]
+
+
+def _empty_result(shape: tuple[int, int]) -> PanopticResult:
+    z = np.zeros(shape, dtype=np.int32)
+    return PanopticResult(z, z.copy(), z.copy(), np.zeros(shape, dtype=np.float32),
+                          pd.DataFrame({c: pd.Series(dtype=t) for c, t in zip(
+                              SEGMENT_COLUMNS, ["int64", "int64", "object", "bool", "float64", "int64"])}))
+
+
+class PanopticPostProcessor:
+    """Turn mask and class logits into panoptic results.
+
+    Parameters
+    ----------
+    class_table:
+        The model's :class:`~geomax.data.classes.ClassTable` (index i -> class Value).
+    class_threshold:
+        Minimum best non-void class probability for a slot to be kept (default 0.7).
+    mask_threshold:
+        Minimum winning slot probability for a pixel not to become void (default 0.4).
+    min_thing_area:
+        Thing instances with fewer pixels become void (default 16 pixels, in output pixels).
+    min_stuff_area:
+        Stuff segments (after merging per class) with fewer pixels become void (default 64).
+    """
+
+    def __init__(self, class_table: ClassTable, class_threshold: float = 0.7, mask_threshold: float = 0.4,
+                 min_thing_area: int = 16, min_stuff_area: int = 64) -> None:
+        if not isinstance(class_table, ClassTable):
+            raise ArgumentError(f"class_table must be a geomax ClassTable, got {type(class_table).__name__}.")
+        for name, v in (("class_threshold", class_threshold), ("mask_threshold", mask_threshold)):
+            if not 0.0 <= v <= 1.0:
+                raise ArgumentError(f"{name} must lie in [0, 1], got {v}.")
+        if min_thing_area < 0 or min_stuff_area < 0:
+            raise ArgumentError(f"min_thing_area and min_stuff_area must be >= 0, got {min_thing_area}, {min_stuff_area}.")
+        self.class_table = class_table
+        self.class_threshold = float(class_threshold)
+        self.mask_threshold = float(mask_threshold)
+        self.min_thing_area = int(min_thing_area)
+        self.min_stuff_area = int(min_stuff_area)
+        self._values = class_table.value_lut()
+        self._is_thing = class_table.is_thing_index()
+        self._names = np.array([""] + class_table.names, dtype=object)
+
+    def __call__(self, pred: dict, out_size: Sequence[int] | None = None,
+                 valid: torch.Tensor | np.ndarray | None = None) -> list[PanopticResult]:
+        """Post-process a batch.
+
+        Parameters
+        ----------
+        pred:
+            Network output dict with ``PRED_MASK_LOGITS`` (B, N, h, w) and ``PRED_CLASS_LOGITS``
+            (B, N, C + 1).
+        out_size:
+            ``(H, W)`` of the results; default: the shape of ``valid`` when given, else
+            ``(h, w) * OUTPUT_STRIDE``.
+        valid:
+            Optional (B, H, W) bool, False on no-data pixels (which become void).
+
+        Returns
+        -------
+        list[PanopticResult]
+            One result per image.
+        """
+        for key in (PRED_MASK_LOGITS, PRED_CLASS_LOGITS):
+            if key not in pred:
+                raise ArgumentError(f"The prediction dict has no '{key}' entry; pass the network's output dict.")
+        mask_logits, class_logits = pred[PRED_MASK_LOGITS], pred[PRED_CLASS_LOGITS]
+        if mask_logits.dim() != 4 or class_logits.dim() != 3:
+            raise ArgumentError(f"Expected batched outputs: mask logits (B, N, h, w), class logits (B, N, C + 1); got "
+                                f"{tuple(mask_logits.shape)} and {tuple(class_logits.shape)}. Use process_one for one image.")
+        if valid is not None and len(valid) != mask_logits.shape[0]:
+            raise ArgumentError(f"valid has {len(valid)} images but the prediction has {mask_logits.shape[0]}.")
+        return [self.process_one(mask_logits[b], class_logits[b], out_size,
+                                 None if valid is None else valid[b]) for b in range(mask_logits.shape[0])]
+
+    @torch.no_grad()
+    def process_one(self, mask_logits: torch.Tensor, class_logits: torch.Tensor,
+                    out_size: Sequence[int] | None = None,
+                    valid: torch.Tensor | np.ndarray | None = None) -> PanopticResult:
+        """Post-process one image: mask logits (N, h, w), class logits (N, C + 1); see :meth:`__call__`."""
+        if mask_logits.dim() != 3 or class_logits.dim() != 2 or mask_logits.shape[0] != class_logits.shape[0]:
+            raise ArgumentError(f"process_one needs mask logits (N, h, w) and class logits (N, C + 1) with the same N; "
+                                f"got {tuple(mask_logits.shape)} and {tuple(class_logits.shape)}.")
+        n_cls = len(self.class_table) + 1
+        if class_logits.shape[-1] != n_cls:
+            raise ArgumentError(f"Class logits have {class_logits.shape[-1]} entries but the class table has "
+                                f"{n_cls - 1} classes (+1 void). Use the class table the model was trained with.")
+        if out_size is None:
+            out_size = tuple(valid.shape[-2:]) if valid is not None else (
+                mask_logits.shape[-2] * OUTPUT_STRIDE, mask_logits.shape[-1] * OUTPUT_STRIDE)
+        H, W = int(out_size[0]), int(out_size[1])
+        if valid is not None:
+            valid = torch.as_tensor(np.asarray(valid.cpu() if torch.is_tensor(valid) else valid)).bool()
+            if tuple(valid.shape) != (H, W):
+                raise ArgumentError(f"valid has shape {tuple(valid.shape)} but the output size is {(H, W)}.")
+
+        class_probs = torch.softmax(class_logits.float(), dim=-1)
+        best_prob, best_cls = class_probs[:, 1:].max(dim=-1)
+        best_cls = best_cls + 1
+        keep = torch.nonzero(best_prob >= self.class_threshold).flatten()
+        if keep.numel() == 0:
+            return _empty_result((H, W))
+        logits = mask_logits[keep].float().unsqueeze(0)
+        if tuple(logits.shape[-2:]) != (H, W):
+            logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
+        mask_probs = torch.softmax(logits[0], dim=0)  # softmax over the kept slots only
+        win_prob, win = mask_probs.max(dim=0)
+        win_prob, win = win_prob.cpu().numpy(), win.cpu().numpy()
+        slot_cls = best_cls[keep].cpu().numpy()
+        slot_prob = best_prob[keep].cpu().numpy()
+
+        live = win_prob >= self.mask_threshold
+        if valid is not None:
+            live &= valid.cpu().numpy()
+        pix_cls = np.where(live, slot_cls[win], 0)
+        conf = np.where(live, slot_prob[win] * win_prob, 0.0).astype(np.float32)
+
+        # Provisional segment per pixel: stuff -> its class index, thing -> n_cls + slot position.
+        thing_pix = self._is_thing[pix_cls]
+        prov = np.where(thing_pix, n_cls + win, pix_cls)
+        prov[~live] = 0
+        n_prov = n_cls + len(keep)
+        area = np.bincount(prov.ravel(), minlength=n_prov)
+        conf_sum = np.bincount(prov.ravel(), weights=conf.ravel(), minlength=n_prov)
+        prov_cls = np.concatenate([np.arange(n_cls), slot_cls])
+        prov_thing = self._is_thing[prov_cls]
+        min_area = np.where(prov_thing, self.min_thing_area, self.min_stuff_area)
+        ok = (area > 0) & (area >= min_area)
+        ok[0] = False
+        stuff_ids = [p for p in range(n_cls) if ok[p]]
+        thing_ids = [p for p in range(n_cls, n_prov) if ok[p]]
+        score = conf_sum / np.maximum(area, 1)
+        thing_ids.sort(key=lambda p: -score[p])
+        order = stuff_ids + thing_ids
+        seg_of_prov = np.zeros(n_prov, dtype=np.int32)
+        seg_of_prov[order] = np.arange(1, len(order) + 1, dtype=np.int32)
+        inst_of_prov = np.zeros(n_prov, dtype=np.int32)
+        inst_of_prov[thing_ids] = np.arange(1, len(thing_ids) + 1, dtype=np.int32)
+
+        segment_map = seg_of_prov[prov]
+        dropped = segment_map == 0
+        class_map = self._values[pix_cls].astype(np.int32)
+        class_map[dropped] = 0
+        conf[dropped] = 0.0
+        instance_map = inst_of_prov[prov]
+        segments = pd.DataFrame({
+            "id": np.arange(1, len(order) + 1, dtype=np.int64),
+            "class_value": self._values[prov_cls[order]].astype(np.int64),
+            "class_name": self._names[prov_cls[order]],
+            "is_thing": prov_thing[order].astype(bool),
+            "score": score[order].astype(np.float64),
+            "area": area[order].astype(np.int64),
+        }, columns=SEGMENT_COLUMNS)
+        return PanopticResult(class_map, instance_map.astype(np.int32), segment_map.astype(np.int32), conf, segments)
