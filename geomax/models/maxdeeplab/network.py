@@ -1,0 +1,297 @@
+"""The full MaX-DeepLab network: backbone -> decoder -> heads, plus input padding
+and loading of user checkpoints.
+
+Input sides must be multiples of :data:`INPUT_MULTIPLE` (16, the backbone's
+output stride); :func:`pad_to_multiple` pads an image to that. Because the
+axial attention uses a fixed-size relative positional table (clamped beyond its
+span) and everything else is convolutional, the same weights run at any such
+size (trained at 256 px, predicting 512 or 640 px tiles).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from geomax.common import (OUTPUT_STRIDE, PRED_CLASS_LOGITS, PRED_MASK_LOGITS,
+                           PRED_MEMORY_FEATURES, PRED_PIXEL_FEATURES, PRED_SEMANTIC_LOGITS)
+from geomax.errors import ArgumentError, InputMismatchError, ModelError
+from geomax.models.maxdeeplab.backbone import AxialResNetBackbone
+from geomax.models.maxdeeplab.decoder import Decoder
+from geomax.models.maxdeeplab.heads import ClassHead, MaskHead, PixelHead, SemanticHead
+from geomax.models.maxdeeplab.stem import adapt_first_conv_weight
+
+#: Image height and width must be multiples of this (the backbone's output stride).
+INPUT_MULTIPLE = 16
+
+
+def pad_to_multiple(image: Any, multiple: int = INPUT_MULTIPLE, value: float = 0.0
+                    ) -> tuple[Any, tuple[int, int]]:
+    """Pad an image at the bottom and right so both sides are multiples of ``multiple``.
+
+    Parameters
+    ----------
+    image : torch.Tensor or numpy.ndarray
+        (..., H, W) image or batch, e.g. (bands, H, W) or (B, bands, H, W).
+    multiple : int
+        Required multiple (:data:`INPUT_MULTIPLE` for this network).
+    value : float
+        Fill value (0, the value of normalised no-data pixels).
+
+    Returns
+    -------
+    padded, (pad_h, pad_w)
+        The padded array (same type) and the rows / columns added; crop the
+        predictions with ``[..., :H, :W]`` (at stride 4: ``:H // 4``, after resizing).
+    """
+    if multiple < 1:
+        raise ArgumentError(f"multiple must be >= 1, got {multiple}")
+    if image.ndim < 2:
+        raise InputMismatchError(f"expected an image with at least 2 dimensions (H, W), got "
+                                 f"shape {tuple(image.shape)}")
+    h, w = image.shape[-2:]
+    pad_h, pad_w = (-h) % multiple, (-w) % multiple
+    if pad_h == 0 and pad_w == 0:
+        return image, (0, 0)
+    if isinstance(image, torch.Tensor):
+        return F.pad(image, (0, pad_w, 0, pad_h), value=value), (pad_h, pad_w)
+    widths = [(0, 0)] * (image.ndim - 2) + [(0, pad_h), (0, pad_w)]
+    return np.pad(image, widths, constant_values=value), (pad_h, pad_w)
+
+
+class MaXDeepLabNetwork(nn.Module):
+    """MaX-DeepLab mask transformer (axial-ResNet backbone, dual-path transformer, heads).
+
+    Build it through :func:`geomax.models.maxdeeplab.build_maxdeeplab` with a named
+    variant; the constructor takes every architectural choice as a keyword.
+
+    Parameters
+    ----------
+    in_channels : int
+        Image bands.
+    num_classes : int
+        C, real classes; class and semantic logits have C + 1 entries (0 = void).
+    stem_channels : sequence of 3 ints
+        Widths of the three stem convolutions.
+    stage_filters : sequence of 4 ints
+        Base widths of stages 2-5 (block outputs are 4x).
+    stage_blocks : sequence of 4 ints
+        Blocks in stages 2-5 (stage 4: first block is a strided conv, the rest axial).
+    num_heads : int
+        Heads of axial and dual-path attention.
+    max_span : int
+        Span of the relative positional table (distances up to ``max_span - 1``;
+        clamped beyond).
+    attention_bottleneck_expansion, key_expansion, value_expansion : float
+        Channel ratios of the axial blocks (2, 1, 2).
+    num_slots : int
+        N, memory slots (mask proposals).
+    memory_channels : int
+        Dm, memory width.
+    transformer_filters : int
+        Base width of the dual-path layers (bottleneck ``2x``, keys ``1x``, values ``2x``).
+    transformer_ffn_channels : int
+        Hidden width of the memory feed-forward network.
+    extra_blocks : int
+        Axial + dual-path blocks after the backbone at stride 16.
+    decoder_num_stacks : int
+        L, stacked decoder repeats (0: a single 16 -> 8 -> 4 pass).
+    decoder_blocks : int
+        Residual blocks after each decoder fusion.
+    head_channels : int
+        Width of the pixel / semantic head convolutions and of the memory
+        feed-forward layers of the class and mask heads.
+    feature_dim : int
+        D, dimension of pixel features and mask kernels.
+    drop_path_rate : float
+        Drop-path rate at stride 16 (linear schedule before).
+    void_prior : float
+        Initial p(void) of every slot.
+    mask_logit_scale_init : float
+        Initial shared scale of the mask logits.
+    """
+
+    def __init__(self, in_channels: int, num_classes: int,
+                 stem_channels: Sequence[int] = (64, 64, 128),
+                 stage_filters: Sequence[int] = (64, 128, 256, 512),
+                 stage_blocks: Sequence[int] = (3, 4, 6, 3),
+                 num_heads: int = 8, max_span: int = 255,
+                 attention_bottleneck_expansion: float = 2.0,
+                 key_expansion: float = 1.0, value_expansion: float = 2.0,
+                 num_slots: int = 128, memory_channels: int = 256,
+                 transformer_filters: int = 128, transformer_ffn_channels: int = 2048,
+                 extra_blocks: int = 1, decoder_num_stacks: int = 0, decoder_blocks: int = 1,
+                 head_channels: int = 256, feature_dim: int = 128,
+                 drop_path_rate: float = 0.2, void_prior: float = 0.9,
+                 mask_logit_scale_init: float = 0.1) -> None:
+        super().__init__()
+        if int(in_channels) < 1:
+            raise ArgumentError(f"in_channels must be >= 1, got {in_channels}")
+        if int(num_classes) < 1:
+            raise ArgumentError(f"num_classes must be >= 1 (real classes, void excluded), "
+                                f"got {num_classes}")
+        if int(num_slots) < 1:
+            raise ArgumentError(f"num_slots must be >= 1, got {num_slots}")
+        if not 0.0 < void_prior < 1.0:
+            raise ArgumentError(f"void_prior must be in (0, 1), got {void_prior}")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ArgumentError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        self.in_channels = int(in_channels)
+        self.num_classes = int(num_classes)
+        self.num_slots = int(num_slots)
+        self.input_multiple = INPUT_MULTIPLE
+        self.config: dict[str, Any] = {}  # filled by build_maxdeeplab
+
+        axial = dict(num_heads=num_heads, max_span=max_span,
+                     bottleneck_expansion=attention_bottleneck_expansion,
+                     key_expansion=key_expansion, value_expansion=value_expansion)
+        transformer = dict(memory_channels=memory_channels, filters=transformer_filters,
+                           num_heads=num_heads, ffn_channels=transformer_ffn_channels)
+        self.backbone = AxialResNetBackbone(in_channels, stem_channels, stage_filters,
+                                            stage_blocks, transformer, axial, drop_path_rate)
+        # Learned initial memory, one row per slot (deeplab2: N(0, 1) initialisation).
+        self.memory = nn.Parameter(torch.randn(1, num_slots, memory_channels))
+        f2, f3, _, f5 = stage_filters
+        self.decoder = Decoder(self.backbone.channels, f5, f3, f2, extra_blocks,
+                               decoder_num_stacks, decoder_blocks, transformer, axial,
+                               drop_path_rate)
+        self.pixel_head = PixelHead(self.decoder.out_channels, head_channels, feature_dim)
+        self.mask_head = MaskHead(memory_channels, head_channels, feature_dim,
+                                  mask_logit_scale_init)
+        self.class_head = ClassHead(memory_channels, head_channels, num_classes, void_prior)
+        self.semantic_head = SemanticHead(self.backbone.channels[16], head_channels, num_classes)
+
+    # ------------------------------------------------------------------ parameter groups
+    def backbone_parameters(self) -> list[nn.Parameter]:
+        """Pixel-path parameters of the backbone: stem and every residual block of stages 2-5.
+
+        These are the weights an ImageNet-style checkpoint would provide; freeze them or
+        give them a lower learning rate.
+        """
+        return self.backbone.pixel_parameters()
+
+    def transformer_parameters(self) -> list[nn.Parameter]:
+        """Everything else: memory, dual-path layers, decoder and the four heads."""
+        ids = {id(p) for p in self.backbone_parameters()}
+        return [p for p in self.parameters() if id(p) not in ids]
+
+    def param_groups(self) -> list[list[nn.Parameter]]:
+        """``[backbone_parameters, transformer_parameters]`` (a fastai splitter's output)."""
+        return [self.backbone_parameters(), self.transformer_parameters()]
+
+    def first_conv(self) -> nn.Conv2d:
+        """The convolution that reads the image bands."""
+        return self.backbone.stem.first_conv
+
+    # ------------------------------------------------------------------ forward
+    def check_input(self, image: torch.Tensor) -> None:
+        """Raise :class:`InputMismatchError` unless ``image`` is (B, in_channels, H, W) with
+        H and W multiples of :data:`INPUT_MULTIPLE`."""
+        if not isinstance(image, torch.Tensor) or image.ndim != 4:
+            shape = tuple(getattr(image, "shape", ()))
+            raise InputMismatchError(f"expected an image batch (B, {self.in_channels}, H, W), "
+                                     f"got shape {shape}")
+        if image.shape[1] != self.in_channels:
+            raise InputMismatchError(
+                f"the model expects {self.in_channels} bands but the image has {image.shape[1]}; "
+                f"select the bands the model was trained on (or build a model for "
+                f"{image.shape[1]} bands)")
+        h, w = image.shape[-2:]
+        if h % INPUT_MULTIPLE or w % INPUT_MULTIPLE or h == 0 or w == 0:
+            raise InputMismatchError(
+                f"image size {h}x{w} is not a multiple of {INPUT_MULTIPLE}; pad it with "
+                f"geomax.models.maxdeeplab.pad_to_multiple and crop the outputs")
+
+    def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Predict masks, classes, semantic logits and features.
+
+        Parameters
+        ----------
+        image : torch.Tensor
+            (B, in_channels, H, W) normalised image, H and W multiples of 16.
+
+        Returns
+        -------
+        dict
+            ``PRED_MASK_LOGITS`` (B, N, H/4, W/4) pre-softmax mask logits,
+            ``PRED_CLASS_LOGITS`` (B, N, C + 1), ``PRED_SEMANTIC_LOGITS``
+            (B, C + 1, H/4, W/4), ``PRED_PIXEL_FEATURES`` (B, D, H/4, W/4) unit norm,
+            ``PRED_MEMORY_FEATURES`` (B, N, Dm); keys from :mod:`geomax.common`.
+        """
+        self.check_input(image)
+        b = image.shape[0]
+        memory = self.memory.expand(b, -1, -1)
+        features, activated, memory = self.backbone(image, memory)
+        decoded, memory = self.decoder(features, activated, memory)
+        pixel_features = self.pixel_head(torch.relu(decoded))
+        out_size = (image.shape[-2] // OUTPUT_STRIDE, image.shape[-1] // OUTPUT_STRIDE)
+        return {
+            PRED_MASK_LOGITS: self.mask_head(memory, pixel_features),
+            PRED_CLASS_LOGITS: self.class_head(memory),
+            PRED_SEMANTIC_LOGITS: self.semantic_head(activated, out_size),
+            PRED_PIXEL_FEATURES: pixel_features,
+            PRED_MEMORY_FEATURES: memory,
+        }
+
+    # ------------------------------------------------------------------ checkpoints
+    def load_pretrained(self, path: str | os.PathLike) -> dict[str, list[str]]:
+        """Load a user checkpoint (state dict) into this network, no downloads.
+
+        Accepts a raw state dict or a dict holding it under ``"model"`` or
+        ``"state_dict"``. The first convolution is adapted to this network's band
+        count with :func:`~geomax.models.maxdeeplab.stem.adapt_first_conv_weight`
+        (extra bands get the mean kernel; all scaled by ``k / bands``). Other
+        tensors whose shape differs (e.g. the class head for another class count)
+        are skipped with a warning.
+
+        Returns
+        -------
+        dict
+            ``{"loaded": [...], "skipped": [...], "missing": [...]}`` parameter names.
+        """
+        path = os.fspath(path)
+        if not os.path.isfile(path):
+            raise ModelError(f"pretrained checkpoint {path!r} does not exist; give the path of "
+                             f"a .pth file saved with torch.save(model.state_dict(), path)")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # corrupt file, not a torch file
+            raise ModelError(f"cannot read checkpoint {path!r}: {exc}") from exc
+        if isinstance(state, dict):
+            for key in ("model", "state_dict"):
+                if key in state and isinstance(state[key], dict):
+                    state = state[key]
+                    break
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
+                                                  for v in state.values()):
+            raise ModelError(f"checkpoint {path!r} does not hold a state dict of tensors")
+        own = self.state_dict()
+        first_key = "backbone.stem.conv1.0.weight"
+        loaded, skipped = [], []
+        new_state = {}
+        for key, value in state.items():
+            if key not in own:
+                skipped.append(key)
+                continue
+            if key == first_key and value.shape != own[key].shape and value.ndim == 4 \
+                    and value.shape[0] == own[key].shape[0] and value.shape[2:] == own[key].shape[2:]:
+                value = adapt_first_conv_weight(value, self.in_channels)
+            if value.shape != own[key].shape:
+                skipped.append(key)
+                continue
+            new_state[key] = value
+            loaded.append(key)
+        if not loaded:
+            raise ModelError(f"no tensor of {path!r} matches this network; was it saved from a "
+                             f"MaX-DeepLab network of this package?")
+        self.load_state_dict(new_state, strict=False)
+        missing = [k for k in own if k not in new_state]
+        if skipped:
+            warnings.warn(f"pretrained checkpoint: skipped {len(skipped)} tensors that do not fit "
+                          f"this network (e.g. {skipped[:3]})")
+        return {"loaded": loaded, "skipped": skipped, "missing": missing}

@@ -1,0 +1,141 @@
+"""Named MaX-DeepLab variants and the one constructor that builds them.
+
+Every variant is a set of keyword arguments of
+:class:`~geomax.models.maxdeeplab.network.MaXDeepLabNetwork`; the built module
+keeps ``.config`` (variant name + every keyword, band and class counts included)
+so :func:`build_from_config` rebuilds the same architecture without the data.
+
+==================  ==========================================================
+variant             use
+==================  ==========================================================
+``max_deeplab_s``   the paper's MaX-DeepLab-S (about 62 M parameters without
+                    the auxiliary semantic head)
+``max_deeplab_l``   wide backbone (2x widths), stacked decoder (L = 2), larger memory
+``max_deeplab_cpu`` default for CPU training: same code paths, narrow, 32 slots
+``max_deeplab_tiny`` tests and smoke runs: a few narrow blocks, 16 slots
+==================  ==========================================================
+"""
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from torch import nn
+
+from geomax.errors import ArgumentError
+from geomax.models.maxdeeplab.network import MaXDeepLabNetwork
+
+_S = dict(
+    stem_channels=(64, 64, 128), stage_filters=(64, 128, 256, 512), stage_blocks=(3, 4, 6, 3),
+    num_heads=8, max_span=255, attention_bottleneck_expansion=2.0, key_expansion=1.0,
+    value_expansion=2.0, num_slots=128, memory_channels=256, transformer_filters=128,
+    transformer_ffn_channels=2048, extra_blocks=1, decoder_num_stacks=0, decoder_blocks=1,
+    head_channels=256, feature_dim=128, drop_path_rate=0.2, void_prior=0.9,
+    mask_logit_scale_init=0.1)
+
+_L = dict(_S, stem_channels=(64, 64, 128), stage_filters=(128, 256, 512, 1024),
+          stage_blocks=(3, 6, 3, 3), memory_channels=512, transformer_filters=256,
+          transformer_ffn_channels=2048, decoder_num_stacks=2, head_channels=256,
+          drop_path_rate=0.3)
+
+_CPU = dict(_S, stem_channels=(16, 16, 32), stage_filters=(16, 32, 64, 96),
+            stage_blocks=(1, 2, 3, 2), num_slots=32, memory_channels=128,
+            transformer_filters=64, transformer_ffn_channels=256, head_channels=64,
+            feature_dim=64, drop_path_rate=0.0)
+
+_TINY = dict(_S, stem_channels=(8, 8, 16), stage_filters=(8, 16, 16, 32),
+             stage_blocks=(1, 1, 2, 1), num_heads=4, num_slots=16, memory_channels=32,
+             transformer_filters=16, transformer_ffn_channels=64, head_channels=32,
+             feature_dim=32, drop_path_rate=0.0)
+
+#: Registry: variant name -> default keyword arguments (read-only views).
+VARIANTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
+    "max_deeplab_s": MappingProxyType(_S),
+    "max_deeplab_l": MappingProxyType(_L),
+    "max_deeplab_cpu": MappingProxyType(_CPU),
+    "max_deeplab_tiny": MappingProxyType(_TINY),
+})
+
+_ARCH_KEYS = frozenset(inspect.signature(MaXDeepLabNetwork.__init__).parameters) - {"self"}
+
+
+def list_variants() -> list[str]:
+    """Names of the registered variants, sorted."""
+    return sorted(VARIANTS)
+
+
+def _plain(value: Any) -> Any:
+    # tuples -> lists so the config survives a JSON round trip unchanged
+    return list(value) if isinstance(value, (tuple, list)) else value
+
+
+def build_maxdeeplab(variant: str, in_channels: int, num_classes: int,
+                     pretrained_path: str | os.PathLike | None = None,
+                     **overrides: Any) -> nn.Module:
+    """Build a MaX-DeepLab network from a named variant.
+
+    Parameters
+    ----------
+    variant : str
+        One of :func:`list_variants` (``max_deeplab_s``, ``max_deeplab_l``,
+        ``max_deeplab_cpu``, ``max_deeplab_tiny``).
+    in_channels : int
+        Image bands.
+    num_classes : int
+        Real classes C (void excluded); class logits have C + 1 entries.
+    pretrained_path : path, optional
+        A user checkpoint (state dict) to load; the first convolution is adapted
+        to ``in_channels`` (see :func:`~geomax.models.maxdeeplab.stem.adapt_first_conv_weight`)
+        and tensors of other shapes are skipped. Not recorded in ``.config``
+        (the config describes the architecture only). Nothing is downloaded.
+    **overrides
+        Any keyword of :class:`~geomax.models.maxdeeplab.network.MaXDeepLabNetwork`
+        to change from the variant's defaults (e.g. ``num_slots=64``).
+
+    Returns
+    -------
+    MaXDeepLabNetwork
+        With ``.config`` = ``{"variant": variant, "in_channels": ..., "num_classes": ...,
+        **every other keyword}``.
+    """
+    if variant not in VARIANTS:
+        raise ArgumentError(f"unknown MaX-DeepLab variant {variant!r}; choose one of "
+                            f"{list_variants()}")
+    unknown = sorted(set(overrides) - _ARCH_KEYS)
+    if unknown:
+        raise ArgumentError(f"unknown network argument(s) {unknown}; valid ones are "
+                            f"{sorted(_ARCH_KEYS)}")
+    for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
+    kwargs = dict(copy.deepcopy(dict(VARIANTS[variant])))
+    kwargs.update(overrides)
+    kwargs.update(in_channels=in_channels, num_classes=num_classes)
+    model = MaXDeepLabNetwork(**kwargs)
+    model.config = {"variant": variant, **{k: _plain(v) for k, v in kwargs.items()}}
+    if pretrained_path is not None:
+        model.load_pretrained(pretrained_path)
+    return model
+
+
+def build_from_config(config: Mapping[str, Any]) -> nn.Module:
+    """Rebuild the architecture recorded in a network's ``.config`` (weights not included).
+
+    Parameters
+    ----------
+    config : mapping
+        ``model.config`` of a built network (e.g. read back from a model package).
+    """
+    if not isinstance(config, Mapping) or "variant" not in config:
+        raise ArgumentError("config must be a mapping with a 'variant' key (a network's .config)")
+    kwargs = dict(config)
+    variant = kwargs.pop("variant")
+    try:
+        in_channels = kwargs.pop("in_channels")
+        num_classes = kwargs.pop("num_classes")
+    except KeyError as exc:
+        raise ArgumentError(f"config is missing {exc.args[0]!r}") from None
+    return build_maxdeeplab(variant, in_channels, num_classes, **kwargs)
