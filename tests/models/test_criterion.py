@@ -1,0 +1,223 @@
+"""Tests of the MaX-DeepLab loss (synthetic tensors, no network)."""
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from geomax.common import (GT_CLASSES, GT_IS_THING, GT_MASKS, GT_SEMANTIC, GT_VALID, PRED_CLASS_LOGITS,
+                           PRED_MASK_LOGITS, PRED_PIXEL_FEATURES, PRED_SEMANTIC_LOGITS)
+from geomax.errors import ArgumentError
+from geomax.models.criterion import TERM_NAMES, MaXDeepLabLoss
+from geomax.models.matcher import downsample_targets
+
+C = 4  # classes 1, 2 stuff; 3, 4 things
+THING = {3, 4}
+
+
+def make_target(seed=0, B=2, H=32, W=32, K=10, void_block=True):
+    """Random panoptic targets: two stuff halves, a few thing rectangles, a no-data block aligned to stride 4."""
+    rng = np.random.default_rng(seed)
+    sem = np.zeros((B, H, W), np.int64)
+    masks = np.zeros((B, K, H, W), bool)
+    classes = np.zeros((B, K), np.int64)
+    for b in range(B):
+        seg = np.zeros((H, W), np.int64)  # segment id + 1
+        seg[:, : W // 2] = 1
+        seg[:, W // 2:] = 2
+        seg_cls = {1: 1, 2: 2}
+        for t in range(rng.integers(1, 4)):
+            y, x = rng.integers(0, H - 8, 2)
+            seg[y:y + 8, x:x + 8] = 3 + t
+            seg_cls[3 + t] = int(rng.integers(3, 5))
+        for s, c in seg_cls.items():
+            m = seg == s
+            if m.any():
+                masks[b, s - 1] = m
+                classes[b, s - 1] = c
+                sem[b][m] = c
+    valid = np.ones((B, H, W), bool)
+    if void_block:
+        valid[:, :8, :8] = False
+    return {GT_SEMANTIC: torch.as_tensor(sem), GT_MASKS: torch.as_tensor(masks), GT_CLASSES: torch.as_tensor(classes),
+            GT_IS_THING: torch.as_tensor(np.isin(classes, list(THING))), GT_VALID: torch.as_tensor(valid)}
+
+
+def random_pred(seed=1, B=2, N=12, h=8, w=8, D=16):
+    g = torch.Generator().manual_seed(seed)
+    return {
+        PRED_MASK_LOGITS: torch.randn(B, N, h, w, generator=g).requires_grad_(),
+        PRED_CLASS_LOGITS: torch.randn(B, N, C + 1, generator=g).requires_grad_(),
+        PRED_SEMANTIC_LOGITS: torch.randn(B, C + 1, h, w, generator=g).requires_grad_(),
+        PRED_PIXEL_FEATURES: F.normalize(torch.randn(B, D, h, w, generator=g), dim=1).requires_grad_(),
+    }
+
+
+def test_terms_weights_and_total():
+    loss = MaXDeepLabLoss(C)
+    pred, tgt = random_pred(), make_target()
+    terms = loss.terms(pred, tgt)
+    assert set(terms) == set(TERM_NAMES) == set(loss.weights)
+    assert loss.weights == {"pq_class": 3.0, "pq_dice": 3.0, "instance": 1.0, "mask_id": 0.3, "semantic": 1.0}
+    total = loss(pred, tgt)
+    assert total.dim() == 0 and torch.isfinite(total)
+    assert float(total.detach()) == pytest.approx(sum(loss.weights[k] * float(v) for k, v in terms.items()), rel=1e-5)
+    assert loss.last_terms["total"] == pytest.approx(float(total.detach()))
+    assert all(isinstance(v, float) and v > 0 for v in loss.last_terms.values())
+    total.backward()
+    for k in (PRED_MASK_LOGITS, PRED_CLASS_LOGITS, PRED_SEMANTIC_LOGITS, PRED_PIXEL_FEATURES):
+        assert pred[k].grad is not None and torch.isfinite(pred[k].grad).all() and pred[k].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("weighting", ["none", "official"])
+def test_stop_gradients(weighting):
+    loss = MaXDeepLabLoss(C, void_overlap_weighting=weighting)
+    pred, tgt = random_pred(), make_target()
+    terms = loss.terms(pred, tgt)
+    ml, cl = pred[PRED_MASK_LOGITS], pred[PRED_CLASS_LOGITS]
+    g_mask, g_cls = torch.autograd.grad(terms["pq_class"], [ml, cl], allow_unused=True, retain_graph=True)
+    assert g_mask is None or g_mask.abs().max() == 0  # class term: no gradient to the masks
+    assert g_cls.abs().sum() > 0
+    g_mask, g_cls = torch.autograd.grad(terms["pq_dice"], [ml, cl], allow_unused=True, retain_graph=True)
+    assert g_cls is None or g_cls.abs().max() == 0  # dice term: no gradient to the classes
+    assert g_mask.abs().sum() > 0
+    g_mask, g_cls = torch.autograd.grad(terms["mask_id"], [ml, cl], allow_unused=True)
+    assert g_cls is None or g_cls.abs().max() == 0
+
+
+def _void_positions(tgt, h, w):
+    small = downsample_targets(tgt, (h, w))
+    return ~(small[GT_VALID] & (small[GT_SEMANTIC] > 0))
+
+
+@pytest.mark.parametrize("weighting", ["none", "official"])
+def test_void_pixels_change_nothing(weighting):
+    loss = MaXDeepLabLoss(C, void_overlap_weighting=weighting)
+    pred, tgt = random_pred(), make_target()
+    base = {k: float(v) for k, v in loss.terms(pred, tgt).items()}
+    void = _void_positions(tgt, 8, 8)
+    assert void.any() and (~void).any()
+    g = torch.Generator().manual_seed(7)
+    pred2 = {k: v.detach().clone() for k, v in pred.items()}
+    for key in (PRED_MASK_LOGITS, PRED_SEMANTIC_LOGITS, PRED_PIXEL_FEATURES):
+        noise = torch.randn(pred2[key].shape, generator=g) * 5
+        pred2[key] = torch.where(void.unsqueeze(1), pred2[key] + noise, pred2[key])
+    # ground truth under no-data pixels is irrelevant too
+    tgt2 = {k: v.clone() for k, v in tgt.items()}
+    nd = ~tgt[GT_VALID]
+    tgt2[GT_SEMANTIC][nd] = 3
+    tgt2[GT_MASKS][:, 0][nd] = True
+    after = {k: float(v) for k, v in loss.terms(pred2, tgt2).items()}
+    for k in TERM_NAMES:
+        if weighting == "official" and k == "pq_class":
+            continue  # deeplab2's weighting reads the slots' mass on void by design
+        assert after[k] == pytest.approx(base[k], rel=1e-5, abs=1e-6), k
+
+
+def _check_finite(loss, pred, tgt):
+    total = loss(pred, tgt)
+    assert torch.isfinite(total), loss.last_terms
+    total.backward()
+    for v in pred.values():
+        assert v.grad is None or torch.isfinite(v.grad).all()
+    return loss.last_terms
+
+
+@pytest.mark.parametrize("weighting", ["none", "official"])
+def test_never_nan_empty_all_void_single_pixel(weighting):
+    loss = MaXDeepLabLoss(C, void_overlap_weighting=weighting)
+    B, H, W, K = 2, 32, 32, 6
+    empty = {GT_SEMANTIC: torch.zeros(B, H, W, dtype=torch.long), GT_MASKS: torch.zeros(B, K, H, W, dtype=torch.bool),
+             GT_CLASSES: torch.zeros(B, K, dtype=torch.long), GT_IS_THING: torch.zeros(B, K, dtype=torch.bool),
+             GT_VALID: torch.ones(B, H, W, dtype=torch.bool)}
+    terms = _check_finite(loss, random_pred(), empty)
+    assert terms["pq_dice"] == 0 and terms["mask_id"] == 0 and terms["instance"] == 0 and terms["semantic"] == 0
+    assert terms["pq_class"] > 0  # every slot still learns toward void
+
+    all_void = make_target()
+    all_void[GT_VALID][:] = False
+    terms = _check_finite(loss, random_pred(), all_void)
+    assert terms["pq_dice"] == 0 and terms["mask_id"] == 0 and terms["semantic"] == 0
+
+    single = {k: v.clone() for k, v in empty.items()}
+    single[GT_MASKS][0, 0, 2, 2] = True  # on the stride-4 sampling grid: survives
+    single[GT_MASKS][0, 1, 5, 7] = True  # off the grid: vanishes at stride 4
+    single[GT_MASKS][1, 0, 30, 30] = True
+    single[GT_CLASSES][0, :2] = 3
+    single[GT_CLASSES][1, 0] = 4
+    single[GT_IS_THING][:] = True
+    for b, k in ((0, 0), (0, 1), (1, 0)):
+        single[GT_SEMANTIC][b][single[GT_MASKS][b, k]] = single[GT_CLASSES][b, k]
+    terms = _check_finite(loss, random_pred(), single)
+    assert terms["pq_dice"] > 0 and terms["instance"] >= 0
+    assert [len(g) for g, _ in loss.last_matches] == [1, 1]
+
+
+def perfect_pred(tgt, N=12, h=8, w=8, scale=30.0, seed=0):
+    """Logits that reproduce the target exactly, segments on shuffled slots."""
+    small = downsample_targets(tgt, (h, w))
+    B, K = small[GT_CLASSES].shape
+    rng = np.random.default_rng(seed)
+    ml = torch.full((B, N, h, w), -scale)
+    cl = torch.zeros(B, N, C + 1)
+    cl[:, :, 0] = scale
+    feats = torch.zeros(B, 16, h, w)
+    sem = torch.full((B, C + 1, h, w), -scale)
+    for b in range(B):
+        slots = rng.permutation(N)
+        for k in range(K):
+            m = small[GT_MASKS][b, k] & small[GT_VALID][b]
+            c = int(small[GT_CLASSES][b, k])
+            if c == 0 or not m.any():
+                continue
+            ml[b, slots[k]][m] = scale
+            cl[b, slots[k], 0] = 0.0
+            cl[b, slots[k], c] = scale
+            feats[b, k][m] = 1.0
+        sem[b].scatter_(0, small[GT_SEMANTIC][b].unsqueeze(0), scale)
+    # void pixels: unit feature on an unused axis (ignored anyway)
+    feats[:, -1][feats.abs().sum(1) == 0] = 1.0
+    return {PRED_MASK_LOGITS: ml, PRED_CLASS_LOGITS: cl, PRED_SEMANTIC_LOGITS: sem, PRED_PIXEL_FEATURES: feats}
+
+
+def test_perfect_prediction_reaches_minimum():
+    loss = MaXDeepLabLoss(C)
+    tgt = make_target(seed=3)
+    terms = {k: float(v) for k, v in loss.terms(perfect_pred(tgt), tgt).items()}
+    for k in ("pq_class", "pq_dice", "mask_id", "semantic"):
+        assert terms[k] < 1e-4, (k, terms)
+    # instance discrimination with orthogonal unit features: per thing pixel log(1 + (K - 1) e^{-1/tau})
+    small = downsample_targets(tgt, (8, 8))
+    expected = []
+    for b in range(2):
+        present = [(small[GT_MASKS][b, k] & small[GT_VALID][b]).sum() > 0 and small[GT_CLASSES][b, k] > 0
+                   for k in range(10)]
+        n_present = int(sum(bool(p) for p in present))
+        n_thing_pix = sum(int((small[GT_MASKS][b, k] & small[GT_VALID][b]).sum()) for k in range(10)
+                          if present[k] and bool(small[GT_IS_THING][b, k]))
+        expected += [math.log(1 + (n_present - 1) * math.exp(-1 / 0.3))] * n_thing_pix
+    assert terms["instance"] == pytest.approx(np.mean(expected), rel=1e-4)
+    random_total = float(loss(random_pred(), tgt))
+    assert float(loss(perfect_pred(tgt), tgt)) < 0.1 * random_total
+
+
+def test_bad_inputs_raise():
+    loss = MaXDeepLabLoss(C)
+    pred = random_pred()
+    pred[PRED_CLASS_LOGITS] = torch.zeros(2, 12, C + 3)
+    with pytest.raises(ArgumentError, match="num_classes"):
+        loss(pred, make_target())
+    with pytest.raises(ArgumentError, match="no 'mask_logits'"):
+        loss({}, make_target())
+    with pytest.raises(ArgumentError, match="void_overlap_weighting"):
+        MaXDeepLabLoss(C, void_overlap_weighting="other")
+
+
+def test_works_as_fastai_loss_func():
+    from fastai.learner import Learner  # noqa: F401  (import check: fastai is a dependency)
+
+    loss = MaXDeepLabLoss(C)
+    pred, tgt = random_pred(), make_target()
+    out = loss(pred, tgt)  # fastai calls loss_func(pred, *yb) with yb = (target_dict,)
+    assert isinstance(out, torch.Tensor) and out.requires_grad
