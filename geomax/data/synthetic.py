@@ -541,7 +541,7 @@ def make_scene(
     profile = {
         "driver": "GTiff", "width": size, "height": size, "count": bands, "dtype": dtype, "crs": crs,
         "transform": transform, "tiled": True, "blockxsize": min(256, block_size), "blockysize": min(256, block_size),
-        "interleave": "pixel",
+        "interleave": "pixel", "photometric": "MINISBLACK",  # band 4 is NIR, not alpha
     }
     if size % 16:
         profile.update(tiled=False)
@@ -555,6 +555,10 @@ def make_scene(
     tmp_raster = out_raster.with_name(f".{out_raster.stem}.tmp{out_raster.suffix}")
     with rasterio.open(tmp_raster, "w", **profile) as dst:
         dst.descriptions = tuple(band_names)
+        if bands >= 3:
+            from rasterio.enums import ColorInterp
+
+            dst.colorinterp = [ColorInterp.red, ColorInterp.green, ColorInterp.blue] + [ColorInterp.undefined] * (bands - 3)
         for r0 in range(0, size, block_size):
             for c0 in range(0, size, block_size):
                 h, w = min(block_size, size - r0), min(block_size, size - c0)

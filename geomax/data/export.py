@@ -1,0 +1,439 @@
+"""``export_training_data``: a georeferenced raster + vector labels -> ArcGIS ``Panoptic_Segmentation`` chips.
+
+The geomax equivalent of ArcGIS Pro's *Export Training Data For Deep Learning*
+with metadata format ``Panoptic_Segmentation`` (layout: :mod:`geomax.data.esri_layout`).
+The raster is read window by window; labels are rasterized per chip with
+:func:`geomax.data.rasterize.rasterize_labels`.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import ArgumentError, DataError, OutputExistsError
+from .classes import ClassInfo, ClassTable, default_color
+from .esri_layout import (EMD_FILE, IMAGES_DIR, INSTANCES_DIR, LABELS_DIR, MAP_FILE, STATS_FILE, STATS_TXT,
+                          write_accumulated_stats, write_emd, write_map)
+from .normalize import BandStats, RunningBandStats
+from .rasterize import feature_class_values, rasterize_labels
+
+__all__ = ["export_training_data", "ExportInfo"]
+
+_PIXEL_TYPES = {"uint8": "U8", "int8": "S8", "uint16": "U16", "int16": "S16", "uint32": "U32", "int32": "S32",
+                "float32": "F32", "float64": "F64"}
+_OUR_ENTRIES = (IMAGES_DIR, LABELS_DIR, INSTANCES_DIR, MAP_FILE, EMD_FILE, STATS_FILE, STATS_TXT)
+
+
+@dataclass
+class ExportInfo:
+    """Summary of an export.
+
+    Attributes
+    ----------
+    out_folder:
+        The export folder.
+    n_chips:
+        Chips written.
+    n_skipped_empty, n_skipped_nodata:
+        Chips skipped for too few labelled pixels / too much no-data.
+    class_table:
+        The classes written in the ``.emd``.
+    band_names:
+        Names of the exported bands.
+    band_stats:
+        Statistics of the exported bands over valid pixels of the written chips.
+    tile_size, stride:
+        Chip size and step in pixels.
+    chip_format:
+        ``"tif"`` or ``"png"``.
+    n_instances:
+        Thing instances written, per class name (an object cut by chip borders counts once per chip).
+    seconds:
+        Wall time of the export.
+    megapixels:
+        Raster area covered by the chip grid, in megapixels.
+    """
+
+    out_folder: Path
+    n_chips: int
+    n_skipped_empty: int
+    n_skipped_nodata: int
+    class_table: ClassTable
+    band_names: list[str]
+    band_stats: BandStats
+    tile_size: int
+    stride: int
+    chip_format: str
+    n_instances: dict
+    seconds: float
+    megapixels: float
+
+
+def _tile_starts(length: int, tile: int, stride: int) -> list[int]:
+    starts = list(range(0, length - tile + 1, stride))
+    if starts[-1] + tile < length:
+        starts.append(length - tile)  # last chip aligned to the edge: full coverage, no padding
+    return starts
+
+
+def _class_table_from_labels(values, thing_classes: Sequence[str] | None, class_field: str) -> ClassTable:
+    uniq = []
+    for v in values:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            raise DataError(f"Some label features have an empty '{class_field}'. Fill the field or delete them.")
+        if v not in uniq:
+            uniq.append(v)
+    things = set(thing_classes or [])
+    if all(isinstance(v, (int, np.integer)) or (isinstance(v, float) and float(v).is_integer()) for v in uniq):
+        vals = sorted(int(v) for v in uniq)
+        if any(v <= 0 for v in vals):
+            raise DataError(f"Field '{class_field}' holds Values {vals}; class Values must be positive (0 = no data).")
+        names = [f"class_{v}" for v in vals]
+        thing_names = {f"class_{int(t)}" if str(t).lstrip("-").isdigit() else str(t) for t in things}
+        unknown = thing_names - set(names)
+        if unknown:
+            raise ArgumentError(f"thing_classes {sorted(unknown)} are not among the classes in '{class_field}': {names}.")
+        return ClassTable([ClassInfo(v, n, default_color(i), n in thing_names) for i, (v, n) in enumerate(zip(vals, names))])
+    names = sorted(str(v) for v in uniq)
+    unknown = {str(t) for t in things} - set(names)
+    if unknown:
+        raise ArgumentError(f"thing_classes {sorted(unknown)} are not among the classes in field '{class_field}': {names}.")
+    return ClassTable.from_lists(names, things={str(t) for t in things})
+
+
+def _valid_mask(src, image: np.ndarray, win) -> np.ndarray:
+    """Pixels with data: not equal to the no-data value in every band (or the raster's own mask)."""
+    from rasterio.enums import MaskFlags
+
+    if src.nodata is not None:
+        nd = src.nodata
+        invalid = np.isnan(image).all(0) if np.isnan(nd) else (image == nd).all(0)
+        if image.dtype.kind == "f":
+            invalid |= ~np.isfinite(image).all(0)
+        return ~invalid
+    flags = src.mask_flag_enums
+    if any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags):
+        return src.dataset_mask(window=win) > 0
+    if image.dtype.kind == "f":
+        return np.isfinite(image).all(0)
+    return np.ones(image.shape[1:], dtype=bool)
+
+
+def _write_chip(path: Path, array: np.ndarray, fmt: str, profile: dict) -> None:
+    import rasterio
+
+    if fmt == "png":
+        prof = {"driver": "PNG", "width": array.shape[-1], "height": array.shape[-2], "count": array.shape[0],
+                "dtype": array.dtype.name, "crs": profile.get("crs"), "transform": profile.get("transform")}
+        with rasterio.Env(GDAL_PAM_ENABLED="YES"):
+            with rasterio.open(path, "w", **prof, WORLDFILE="YES") as dst:
+                dst.write(array)
+        return
+    prof = {"driver": "GTiff", "width": array.shape[-1], "height": array.shape[-2], "count": array.shape[0],
+            "dtype": array.dtype.name, "crs": profile.get("crs"), "transform": profile.get("transform"),
+            "compress": "deflate", "photometric": "MINISBLACK"}
+    if profile.get("nodata") is not None:
+        prof["nodata"] = profile["nodata"]
+    with rasterio.open(path, "w", **prof) as dst:
+        dst.write(array)
+
+
+def export_training_data(
+    in_raster: str | os.PathLike,
+    in_labels,
+    out_folder: str | os.PathLike,
+    class_field: str = "class_name",
+    thing_classes: Sequence[str] | None = None,
+    class_table: ClassTable | None = None,
+    tile_size: int = 256,
+    stride: int | None = None,
+    chip_format: str = "tif",
+    bands: Sequence[int] | None = None,
+    min_label_fraction: float = 0.0,
+    skip_empty: bool = True,
+    max_nodata_fraction: float = 0.5,
+    label_layer: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> ExportInfo:
+    """Cut a raster and its vector labels into training chips in ArcGIS's ``Panoptic_Segmentation`` layout.
+
+    Parameters
+    ----------
+    in_raster:
+        Georeferenced raster (any band count and dtype GDAL reads).
+    in_labels:
+        Label polygons: a path to any vector format geopandas reads, or a GeoDataFrame.
+        Reprojected to the raster's CRS when they differ.
+    out_folder:
+        Folder to write (created; must be empty unless ``overwrite=True``).
+    class_field:
+        Field holding each feature's class, as a class name (e.g. ``"building"``) or
+        an integer class Value.
+    thing_classes:
+        Names of the classes whose features are separate instances (things); every
+        other class is stuff. Ignored when ``class_table`` is given. When neither is
+        given every class is stuff.
+    class_table:
+        Full class table (Values, names, colours, things). Default: built from the
+        distinct values of ``class_field`` (names sorted alphabetically, Values 1..C).
+    tile_size:
+        Chip width and height in pixels.
+    stride:
+        Step between chips in pixels (default ``tile_size``: no overlap).
+    chip_format:
+        ``"tif"`` (any dtype, georeferenced) or ``"png"`` (uint8/uint16, 1-4 bands, world file).
+    bands:
+        1-based band numbers to export (default: all bands).
+    min_label_fraction:
+        Skip chips whose share of labelled pixels is below this (0..1).
+    skip_empty:
+        Skip chips without any labelled pixel.
+    max_nodata_fraction:
+        Skip chips whose share of no-data pixels exceeds this (0..1).
+    label_layer:
+        Layer of a multi-layer vector file (GeoPackage) to read.
+    overwrite:
+        Replace the export files of an existing non-empty ``out_folder``.
+    progress:
+        Show a progress bar.
+
+    Returns
+    -------
+    ExportInfo
+
+    Raises
+    ------
+    DataError
+        Unreadable raster or labels, labels without CRS or outside the raster,
+        missing class field, classes not in the class table.
+    ArgumentError
+        Bad tile size, stride, format or band numbers.
+    OutputExistsError
+        ``out_folder`` is not empty and ``overwrite`` is False.
+    """
+    import geopandas as gpd
+    import rasterio
+    import shapely
+    from rasterio.errors import RasterioIOError
+    from rasterio.windows import Window, transform as window_transform
+
+    t_start = time.perf_counter()
+    in_raster, out_folder = Path(in_raster), Path(out_folder)
+    chip_format = str(chip_format).lower().lstrip(".")
+    if chip_format in ("tiff", "gtiff"):
+        chip_format = "tif"
+    if chip_format not in ("tif", "png"):
+        raise ArgumentError(f"chip_format='{chip_format}' is not supported: use 'tif' or 'png'.")
+    tile_size = int(tile_size)
+    if tile_size < 16:
+        raise ArgumentError(f"tile_size={tile_size} is too small: use at least 16 pixels (256 is usual).")
+    stride = tile_size if stride is None else int(stride)
+    if not 1 <= stride:
+        raise ArgumentError(f"stride={stride} must be a positive number of pixels.")
+    for name, v in (("min_label_fraction", min_label_fraction), ("max_nodata_fraction", max_nodata_fraction)):
+        if not 0.0 <= float(v) <= 1.0:
+            raise ArgumentError(f"{name}={v} must be between 0 and 1.")
+
+    # ---- the raster ------------------------------------------------------
+    if not in_raster.exists():
+        raise DataError(f"Raster {in_raster} does not exist. Check the path.")
+    try:
+        src = rasterio.open(in_raster)
+    except (RasterioIOError, OSError) as exc:
+        raise DataError(f"Raster {in_raster} cannot be read ({exc}). It may be corrupt or not a raster.") from exc
+    with src:
+        if src.crs is None:
+            raise DataError(f"Raster {in_raster} has no coordinate reference system. Define its projection first.")
+        band_idx = list(range(1, src.count + 1)) if bands is None else [int(b) for b in bands]
+        if not band_idx or any(b < 1 or b > src.count for b in band_idx):
+            raise ArgumentError(f"bands={list(bands) if bands is not None else None} must be 1-based band numbers "
+                                f"between 1 and {src.count} (the raster has {src.count} bands).")
+        dtype = np.dtype(src.dtypes[band_idx[0] - 1])
+        if chip_format == "png" and (dtype.name not in ("uint8", "uint16") or len(band_idx) > 4):
+            raise ArgumentError(f"PNG chips hold 1-4 bands of uint8/uint16; this export has {len(band_idx)} bands of "
+                                f"{dtype.name}. Use chip_format='tif' or select bands.")
+        if tile_size > min(src.width, src.height):
+            raise ArgumentError(f"tile_size={tile_size} is larger than the raster ({src.width} x {src.height} px). "
+                                "Use a smaller tile size.")
+        names = [src.descriptions[b - 1] or f"band_{b}" for b in band_idx]
+        raster_crs = src.crs
+        bounds = src.bounds
+        res = src.res
+
+        # ---- the labels --------------------------------------------------
+        if isinstance(in_labels, gpd.GeoDataFrame):
+            gdf = in_labels.copy()
+            labels_name = "the label GeoDataFrame"
+        else:
+            labels_name = str(in_labels)
+            if not Path(in_labels).exists():
+                raise DataError(f"Labels {in_labels} do not exist. Check the path.")
+            try:
+                gdf = gpd.read_file(in_labels, layer=label_layer) if label_layer else gpd.read_file(in_labels)
+            except Exception as exc:  # pyogrio / fiona raise many types
+                raise DataError(f"Labels {in_labels} cannot be read ({exc}). Use a vector format geopandas reads.") from exc
+        if gdf.crs is None:
+            raise DataError(f"{labels_name} have no coordinate reference system. Define their projection "
+                            "(e.g. GeoDataFrame.set_crs) before exporting.")
+        if class_field not in gdf.columns:
+            fields = [c for c in gdf.columns if c != gdf.geometry.name]
+            raise DataError(f"{labels_name} have no field '{class_field}' (fields: {fields}). "
+                            "Pass class_field= the field that holds the class.")
+        gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+        gdf = gdf[gdf.geometry.geom_type.isin(["Polygon", "MultiPolygon"])]
+        if len(gdf) == 0:
+            raise DataError(f"{labels_name} contain no polygon features. Export needs polygon labels.")
+        if gdf.crs != raster_crs:
+            gdf = gdf.to_crs(raster_crs)
+        raster_box = shapely.box(*bounds)
+        if not shapely.intersects(raster_box, shapely.box(*gdf.total_bounds)) or \
+                not gdf.geometry.intersects(raster_box).any():
+            raise DataError(f"{labels_name} do not overlap raster {in_raster} (raster bounds {tuple(bounds)}, "
+                            f"label bounds {tuple(gdf.total_bounds)} in {raster_crs}). Check both layers.")
+        if class_table is None:
+            class_table = _class_table_from_labels(gdf[class_field].tolist(), thing_classes, class_field)
+        feature_class_values(gdf[class_field].tolist(), class_table, class_field)  # raises on unknown classes
+        gdf = gdf.reset_index(drop=True)
+
+        # ---- the output folder -------------------------------------------
+        if out_folder.exists() and not out_folder.is_dir():
+            raise OutputExistsError(f"{out_folder} exists and is not a folder. Choose another output folder.")
+        if out_folder.exists() and any(out_folder.iterdir()) and not overwrite:
+            raise OutputExistsError(f"Output folder {out_folder} is not empty. Choose an empty folder or pass "
+                                    "overwrite=True.")
+        out_folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out_folder.name}.tmp-", dir=out_folder.parent))
+        try:
+            info = _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size, stride, chip_format,
+                                 min_label_fraction, skip_empty, max_nodata_fraction, progress, tmp, dtype, res)
+            if out_folder.exists():
+                for entry in _OUR_ENTRIES:
+                    p = out_folder / entry
+                    if p.is_dir():
+                        shutil.rmtree(p)
+                    elif p.exists():
+                        p.unlink()
+            out_folder.mkdir(parents=True, exist_ok=True)
+            for p in tmp.iterdir():
+                os.replace(p, out_folder / p.name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    n_chips, n_empty, n_nodata, stats, n_instances, mpx = info
+    return ExportInfo(out_folder, n_chips, n_empty, n_nodata, class_table, names, stats, tile_size, stride,
+                      chip_format, n_instances, time.perf_counter() - t_start, mpx)
+
+
+def _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size, stride, chip_format,
+                  min_label_fraction, skip_empty, max_nodata_fraction, progress, tmp: Path, dtype, res):
+    import shapely
+    from rasterio.windows import Window, transform as window_transform
+
+    ext = "tif" if chip_format == "tif" else "png"
+    (tmp / IMAGES_DIR).mkdir()
+    (tmp / LABELS_DIR).mkdir()
+    things = [c for c in class_table if c.is_thing]
+    for c in things:
+        (tmp / INSTANCES_DIR / c.name).mkdir(parents=True)
+    label_dtype = np.uint8 if max(class_table.values) <= 255 else np.uint16
+    rows = _tile_starts(src.height, tile_size, stride)
+    cols = _tile_starts(src.width, tile_size, stride)
+    windows = [(r, c) for r in rows for c in cols]
+    sindex = gdf.sindex
+    geoms = gdf.geometry.values
+    running = RunningBandStats(names)
+    n_chips = n_empty = n_nodata = 0
+    pairs = []
+    feats_per_class = {c.name: 0 for c in class_table}
+    pixels_per_class = {c.name: 0 for c in class_table}
+    n_instances = {c.name: 0 for c in things}
+    iterator = windows
+    if progress:
+        from fastprogress.fastprogress import progress_bar
+
+        iterator = progress_bar(windows, comment="exporting chips")
+    nodata = src.nodata
+    for r0, c0 in iterator:
+        win = Window(c0, r0, tile_size, tile_size)
+        wt = window_transform(win, src.transform)
+        image = src.read(band_idx, window=win)
+        valid = _valid_mask(src, image, win)
+        nodata_frac = 1.0 - valid.mean()
+        if nodata_frac > max_nodata_fraction:
+            n_nodata += 1
+            continue
+        x0, y0 = wt * (0, 0)
+        x1, y1 = wt * (tile_size, tile_size)
+        hits = sindex.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), predicate="intersects")
+        sub = gdf.iloc[np.sort(hits)]
+        class_map, instance_map = rasterize_labels(sub, class_field, class_table, wt, (tile_size, tile_size))
+        class_map[~valid] = 0
+        instance_map[~valid] = 0
+        labelled = (class_map > 0).mean()
+        if (skip_empty and labelled == 0) or labelled < min_label_fraction:
+            n_empty += 1
+            continue
+        chip_id = f"{n_chips:09d}"
+        profile = {"crs": src.crs, "transform": wt, "nodata": nodata}
+        _write_chip(tmp / IMAGES_DIR / f"{chip_id}.{ext}", image, chip_format, profile)
+        _write_chip(tmp / LABELS_DIR / f"{chip_id}.{ext}", class_map[None].astype(label_dtype), chip_format,
+                    {"crs": src.crs, "transform": wt})
+        for c in things:
+            sel = (class_map == c.value) & (instance_map > 0)
+            ids = np.unique(instance_map[sel])
+            lut = np.zeros(int(instance_map.max()) + 1, dtype=np.int64)
+            lut[ids] = np.arange(1, ids.size + 1)
+            inst = np.where(sel, lut[instance_map], 0)
+            n_instances[c.name] += int(ids.size)
+            inst_dtype = np.uint8 if ids.size < 256 else np.uint16
+            _write_chip(tmp / INSTANCES_DIR / c.name / f"{chip_id}.{ext}", inst[None].astype(inst_dtype), chip_format,
+                        {"crs": src.crs, "transform": wt})
+        running.update(image, valid)
+        for c in class_table:
+            npx = int((class_map == c.value).sum())
+            pixels_per_class[c.name] += npx
+        sub_values = feature_class_values(sub[class_field].tolist(), class_table, class_field)
+        for c in class_table:
+            feats_per_class[c.name] += int((sub_values == c.value).sum())
+        pairs.append((f"{IMAGES_DIR}/{chip_id}.{ext}", f"{LABELS_DIR}/{chip_id}.{ext}"))
+        n_chips += 1
+    if n_chips == 0:
+        raise DataError(f"No chip was written: {n_empty} chips had too few labels and {n_nodata} too much no-data. "
+                        "Lower min_label_fraction, raise max_nodata_fraction, or check that labels cover the raster.")
+    stats = running.result()
+    write_map(tmp / MAP_FILE, pairs)
+    write_emd(tmp / EMD_FILE, class_table, (tile_size, tile_size), names, stats,
+              [b - 1 for b in band_idx], _PIXEL_TYPES.get(dtype.name, dtype.name),
+              extra={"ChipFormat": chip_format.upper(), "StrideX": stride, "StrideY": stride})
+    write_accumulated_stats(tmp / STATS_FILE, {
+        "NumBands": len(band_idx),
+        "TileSizeX": tile_size,
+        "TileSizeY": tile_size,
+        "NumTiles": n_chips,
+        "ImageSpaceUsed": "MAP_SPACE",
+        "MinCellSize": {"x": float(res[0]), "y": float(res[1])},
+        "MaxCellSize": {"x": float(res[0]), "y": float(res[1])},
+        "FeatureStats": {
+            "NumFeaturesTotal": int(sum(feats_per_class.values())),
+            "NumFeaturesPerClass": [feats_per_class[c.name] for c in class_table],
+            "NumImagesTotal": n_chips,
+        },
+        "NumPixelsPerClass": [pixels_per_class[c.name] for c in class_table],
+        "NumInstancesPerThingClass": n_instances,
+        "BandStats": stats.to_emd(),
+    })
+    lines = [f"Panoptic_Segmentation export: {n_chips} chips of {tile_size} x {tile_size} px, stride {stride}",
+             f"skipped: {n_empty} with too few labels, {n_nodata} with too much no-data",
+             f"bands: {', '.join(names)}"]
+    lines += [f"class {c.value} {c.name} ({'thing' if c.is_thing else 'stuff'}): {pixels_per_class[c.name]} px"
+              + (f", {n_instances[c.name]} instances" if c.is_thing else "") for c in class_table]
+    (tmp / STATS_TXT).write_text("\n".join(lines) + "\n")
+    mpx = len(windows) * tile_size * tile_size / 1e6
+    return n_chips, n_empty, n_nodata, stats, n_instances, mpx
