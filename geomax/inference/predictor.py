@@ -1,0 +1,220 @@
+"""The per-tile predictor interface that :func:`predict_raster` drives, and an oracle.
+
+Any object with the attributes ``n_bands``, ``class_table``, ``band_names`` and
+a method ``predict_tiles(tiles, valid) -> list[PanopticResult]`` can be used
+(the trained :class:`geomax.models.learner.MaXDeepLab` is one). Optional:
+``tile_multiple`` (tile sizes must be a multiple of it) and ``device``.
+
+:class:`OracleTilePredictor` returns the ground truth of a label source instead
+of a network prediction. It exists for tests and benchmarks of tiling,
+stitching, writing and vectorising, and can imitate a model that only sees its
+tile (``view="tile"``).
+"""
+from __future__ import annotations
+
+import os
+import time
+from typing import Protocol, Sequence, runtime_checkable
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+
+from ..data.classes import ClassTable
+from ..errors import ArgumentError
+from ..panoptic import SEGMENT_COLUMNS, PanopticResult
+
+__all__ = ["TilePredictor", "OracleTilePredictor", "panoptic_from_maps"]
+
+
+@runtime_checkable
+class TilePredictor(Protocol):
+    """What :func:`~geomax.inference.predict_raster.predict_raster` needs from a model.
+
+    Attributes
+    ----------
+    n_bands:
+        Number of raster bands the predictor takes.
+    class_table:
+        Classes it predicts (class Values, names, colours, thing flags).
+    band_names:
+        Band names in the expected order, or ``None`` / empty when unknown.
+    """
+
+    n_bands: int
+    class_table: ClassTable
+    band_names: Sequence[str] | None
+
+    def predict_tiles(self, tiles: np.ndarray, valid: np.ndarray) -> list[PanopticResult]:
+        """Panoptic results for a batch of tiles.
+
+        Parameters
+        ----------
+        tiles:
+            (B, bands, h, w) raw raster values (the raster's dtype; no-data pixels hold the fill value).
+        valid:
+            (B, h, w) bool, False on no-data pixels and outside the raster.
+        """
+        ...
+
+
+def panoptic_from_maps(class_map: np.ndarray, instance_map: np.ndarray, confidence: np.ndarray,
+                       class_table: ClassTable) -> PanopticResult:
+    """Build a :class:`PanopticResult` (segment map and table) from a class map and an instance map.
+
+    A segment is a (class, instance) pair for things and a class for stuff;
+    class Value 0 is void.
+    """
+    class_map = np.asarray(class_map, dtype=np.int32)
+    instance_map = np.asarray(instance_map, dtype=np.int32)
+    key = class_map.astype(np.int64) * (int(instance_map.max(initial=0)) + 1) + instance_map
+    keys, first, inv, counts = np.unique(key.ravel(), return_index=True, return_inverse=True, return_counts=True)
+    inv = inv.reshape(class_map.shape)
+    flat_cls = class_map.ravel()[first]
+    flat_inst = instance_map.ravel()[first]
+    seg_ids = np.zeros(len(keys), dtype=np.int32)
+    labelled = flat_cls > 0
+    seg_ids[labelled] = np.arange(1, labelled.sum() + 1, dtype=np.int32)
+    segment_map = seg_ids[inv]
+    scores = np.bincount(inv.ravel(), weights=np.asarray(confidence, dtype=np.float64).ravel(),
+                         minlength=len(keys)) / np.maximum(counts, 1)
+    thing_vals = set(class_table.thing_values)
+    names = {c.value: c.name for c in class_table}
+    rows = [(int(seg_ids[k]), int(flat_cls[k]), names.get(int(flat_cls[k]), f"class_{int(flat_cls[k])}"),
+             bool(int(flat_cls[k]) in thing_vals and flat_inst[k] > 0), float(scores[k]), int(counts[k]))
+            for k in np.flatnonzero(labelled)]
+    segments = pd.DataFrame(rows, columns=SEGMENT_COLUMNS)
+    conf = np.where(class_map > 0, confidence, 0).astype(np.float32)
+    return PanopticResult(class_map, instance_map, segment_map, conf, segments)
+
+
+class OracleTilePredictor:
+    """A per-tile predictor that returns the ground truth of a label source.
+
+    ``predict_tiles`` takes the optional keyword ``windows`` (the tiles' raster
+    windows), which :func:`predict_raster` passes to predictors that accept it;
+    the oracle needs it to know where each tile lies.
+
+    Parameters
+    ----------
+    labels:
+        Ground truth, one of: a ``(class_map, instance_map)`` pair of full-raster
+        arrays (class Values, instance ids); a GeoDataFrame of label polygons in
+        the raster's CRS (rasterised per tile with
+        :func:`geomax.data.rasterize.rasterize_labels`, so memory stays flat);
+        or the path of a vector file holding them.
+    class_table:
+        The classes.
+    n_bands:
+        Number of bands the oracle claims to take.
+    band_names:
+        Band names it claims to expect (``None``: unknown).
+    transform:
+        Affine transform of the raster (needed for vector labels).
+    class_field:
+        Class field of vector labels.
+    view:
+        ``"global"``: an instance keeps its identity inside a tile (multi-part
+        objects stay one instance). ``"tile"``: like a model that only sees its
+        tile, each 4-connected piece of an object inside the tile is its own
+        instance. In both views instance ids restart at 1 in every tile, in a
+        shuffled order, and objects are cut at the tile's edges.
+    compute_seconds:
+        Artificial compute time per tile (sleep), to stand in for a network.
+    tile_multiple:
+        Tile sizes must be a multiple of this (as a model's output stride requires).
+    seed:
+        Seed of the per-tile id shuffling.
+    """
+
+    def __init__(self, labels, class_table: ClassTable, n_bands: int = 3, band_names: Sequence[str] | None = None,
+                 transform=None, class_field: str = "class_name", view: str = "global",
+                 compute_seconds: float = 0.0, tile_multiple: int = 1, seed: int = 0):
+        if view not in ("global", "tile"):
+            raise ArgumentError(f"view must be 'global' or 'tile', got {view!r}.")
+        self.class_table = class_table
+        self.n_bands = int(n_bands)
+        self.band_names = list(band_names) if band_names else None
+        self.transform = transform
+        self.class_field = class_field
+        self.view = view
+        self.compute_seconds = float(compute_seconds)
+        self.tile_multiple = int(tile_multiple)
+        self.device = "cpu"
+        self._rng = np.random.default_rng(seed)
+        self._arrays = None
+        self._gdf = None
+        if isinstance(labels, (str, os.PathLike)):
+            import geopandas as gpd
+
+            labels = gpd.read_file(labels)
+        if isinstance(labels, tuple):
+            self._arrays = (np.asarray(labels[0]), np.asarray(labels[1]))
+        else:
+            if transform is None:
+                raise ArgumentError("OracleTilePredictor needs transform= (the raster's) for vector labels.")
+            self._gdf = labels
+            self._sindex = labels.sindex
+
+    def _truth(self, window) -> tuple[np.ndarray, np.ndarray]:
+        h, w = int(window.height), int(window.width)
+        r0, c0 = int(window.row_off), int(window.col_off)
+        if self._arrays is not None:
+            cls_full, inst_full = self._arrays
+            cls = np.zeros((h, w), np.int32)
+            inst = np.zeros((h, w), np.int32)
+            rr0, cc0 = max(r0, 0), max(c0, 0)
+            rr1, cc1 = min(r0 + h, cls_full.shape[0]), min(c0 + w, cls_full.shape[1])
+            if rr1 > rr0 and cc1 > cc0:
+                sl = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
+                cls[sl] = cls_full[rr0:rr1, cc0:cc1]
+                inst[sl] = inst_full[rr0:rr1, cc0:cc1]
+            return cls, inst
+        from rasterio.windows import bounds, transform as window_transform
+        from shapely.geometry import box
+
+        from ..data.rasterize import rasterize_labels
+
+        idx = self._sindex.query(box(*bounds(window, self.transform)))
+        sub = self._gdf.iloc[np.sort(idx)]
+        return rasterize_labels(sub, self.class_field, self.class_table,
+                                window_transform(window, self.transform), (h, w))
+
+    def _renumber(self, cls: np.ndarray, inst: np.ndarray) -> np.ndarray:
+        thing = np.isin(cls, self.class_table.thing_values) & (inst > 0)
+        if self.view == "tile":
+            pieces = np.zeros(inst.shape, np.int64)
+            n_total = 0
+            for i in np.unique(inst[thing]).tolist():
+                comp, n = ndimage.label(thing & (inst == i))
+                pieces[comp > 0] = comp[comp > 0] + n_total
+                n_total += n
+            inst = pieces
+        ids = np.unique(inst[thing])
+        lut = np.zeros(int(inst.max(initial=0)) + 1, np.int32)
+        lut[ids] = self._rng.permutation(len(ids)).astype(np.int32) + 1
+        return np.where(thing, lut[inst], 0).astype(np.int32)
+
+    def _confidence(self, cls: np.ndarray, inst: np.ndarray) -> np.ndarray:
+        # a deterministic confidence per class (and, for things, per instance) in [0.55, 0.95]
+        phase = (cls.astype(np.float64) * 0.37 + inst * 0.618) % 1.0
+        return np.where(cls > 0, 0.55 + 0.4 * phase, 0.0).astype(np.float32)
+
+    def predict_tiles(self, tiles: np.ndarray, valid: np.ndarray, windows=None) -> list[PanopticResult]:
+        """Ground truth of every tile (void where ``valid`` is False)."""
+        if windows is None:
+            raise ArgumentError("OracleTilePredictor.predict_tiles needs windows= (predict_raster passes them).")
+        if tiles.shape[1] != self.n_bands:
+            raise ArgumentError(f"expected {self.n_bands} bands, got {tiles.shape[1]}")
+        out = []
+        for k, window in enumerate(windows):
+            t0 = time.perf_counter()
+            cls, inst = self._truth(window)
+            cls = np.where(valid[k], cls, 0)
+            inst = np.where(valid[k], inst, 0)
+            conf = self._confidence(cls, inst)
+            inst = self._renumber(cls, inst)
+            out.append(panoptic_from_maps(cls, inst, conf, self.class_table))
+            if self.compute_seconds > 0:
+                time.sleep(max(0.0, self.compute_seconds - (time.perf_counter() - t0)))
+        return out

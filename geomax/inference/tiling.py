@@ -1,0 +1,151 @@
+"""Tile grids over a raster and windowed, no-data aware tile reading.
+
+The grid is laid out so that the *cores* of the tiles are a plain grid of
+``stride x stride`` blocks (``stride = tile_size - overlap``) starting at the
+raster origin, and every tile is its core grown by ``overlap // 2`` pixels on the
+top / left and ``overlap - overlap // 2`` on the bottom / right. Two consequences:
+
+* each raster pixel lies in the core of exactly one tile, and that tile is the one
+  whose centre is nearest to it (core borders sit at the middle of the overlaps);
+* every pixel, the raster's edge pixels included, sees at least ``overlap // 2``
+  pixels of context on each side (outside the raster that context is no data).
+
+Tiles that run past the raster are read *boundless*: the missing part is filled
+with the fill value and marked invalid.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator, Sequence
+
+import numpy as np
+from rasterio.enums import MaskFlags
+from rasterio.windows import Window
+
+__all__ = ["TileGrid", "TileReader"]
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """A grid of overlapping square tiles covering a ``height x width`` raster.
+
+    Parameters
+    ----------
+    height, width:
+        Raster size in pixels.
+    tile_size:
+        Side of a tile in pixels (what the predictor sees).
+    overlap:
+        Pixels shared by two neighbouring tiles; ``0 <= 2 * overlap <= tile_size``.
+    """
+
+    height: int
+    width: int
+    tile_size: int
+    overlap: int
+
+    def __post_init__(self) -> None:
+        if self.tile_size < 1 or self.overlap < 0 or 2 * self.overlap > self.tile_size:
+            raise ValueError(f"need 0 <= 2 * overlap <= tile_size, got tile_size={self.tile_size}, overlap={self.overlap}")
+        if self.height < 1 or self.width < 1:
+            raise ValueError(f"empty raster ({self.height} x {self.width})")
+
+    @property
+    def stride(self) -> int:
+        """Distance between the origins of two neighbouring tiles (= core size)."""
+        return self.tile_size - self.overlap
+
+    @property
+    def pad_before(self) -> int:
+        """Context pixels above / left of a tile's core."""
+        return self.overlap // 2
+
+    @property
+    def n_rows(self) -> int:
+        return math.ceil(self.height / self.stride)
+
+    @property
+    def n_cols(self) -> int:
+        return math.ceil(self.width / self.stride)
+
+    def __len__(self) -> int:
+        return self.n_rows * self.n_cols
+
+    def tile_window(self, row: int, col: int) -> Window:
+        """Window of tile (row, col) in raster pixels; may extend past the raster."""
+        return Window(col * self.stride - self.pad_before, row * self.stride - self.pad_before,
+                      self.tile_size, self.tile_size)
+
+    def core_window(self, row: int, col: int) -> Window:
+        """Window of the pixels tile (row, col) decides, clipped to the raster."""
+        r0, c0 = row * self.stride, col * self.stride
+        return Window(c0, r0, min(self.stride, self.width - c0), min(self.stride, self.height - r0))
+
+    def core_slices(self, row: int, col: int) -> tuple[slice, slice]:
+        """(rows, cols) slices of the core inside the tile array."""
+        w = self.core_window(row, col)
+        p = self.pad_before
+        return slice(p, p + int(w.height)), slice(p, p + int(w.width))
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """Tiles in raster order: row by row, left to right."""
+        for r in range(self.n_rows):
+            for c in range(self.n_cols):
+                yield r, c
+
+
+class TileReader:
+    """Reads tiles from an open rasterio dataset, boundless and no-data aware.
+
+    A pixel is invalid when it lies outside the raster, when it equals the
+    no-data value in every selected band (or is NaN in every band of a float
+    raster), or when the dataset's mask (alpha band, internal / external mask)
+    marks it invalid.
+
+    Parameters
+    ----------
+    src:
+        Open rasterio dataset.
+    bands:
+        1-based band indexes to read, in the order the predictor expects.
+    """
+
+    def __init__(self, src, bands: Sequence[int]):
+        self.src = src
+        self.bands = list(bands)
+        self.nodata = src.nodata
+        self.dtype = np.dtype(src.dtypes[self.bands[0] - 1])
+        if len({src.dtypes[b - 1] for b in self.bands}) > 1:
+            # mixed band types (rare): read everything as the widest common type
+            self.dtype = np.result_type(*[np.dtype(src.dtypes[b - 1]) for b in self.bands])
+        flags = [src.mask_flag_enums[b - 1] for b in self.bands]
+        self._all_valid = all(f == [MaskFlags.all_valid] for f in flags)
+        self._nodata_only = all(f == [MaskFlags.nodata] for f in flags)
+        fill = self.nodata if self.nodata is not None and not np.isnan(self.nodata) else 0
+        self.fill_value = np.array(fill).astype(self.dtype) if np.can_cast(np.min_scalar_type(fill), self.dtype) else 0
+
+    def read(self, window: Window) -> tuple[np.ndarray, np.ndarray]:
+        """Return ``(data (bands, h, w), valid (h, w) bool)`` for a possibly out-of-raster window."""
+        h, w = int(window.height), int(window.width)
+        r0, c0 = int(window.row_off), int(window.col_off)
+        data = np.full((len(self.bands), h, w), self.fill_value, dtype=self.dtype)
+        valid = np.zeros((h, w), dtype=bool)
+        rr0, cc0 = max(r0, 0), max(c0, 0)
+        rr1, cc1 = min(r0 + h, self.src.height), min(c0 + w, self.src.width)
+        if rr1 <= rr0 or cc1 <= cc0:
+            return data, valid
+        inner = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
+        sl = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
+        block = self.src.read(self.bands, window=inner, out_dtype=self.dtype)
+        data[(slice(None),) + sl] = block
+        if self._all_valid:
+            ok = np.ones(block.shape[1:], dtype=bool)
+        elif self._nodata_only:
+            ok = ~np.all(block == self.nodata, axis=0)
+        else:
+            ok = self.src.dataset_mask(window=inner) > 0
+        if block.dtype.kind == "f":
+            ok &= ~np.all(np.isnan(block), axis=0)
+        valid[sl] = ok
+        return data, valid

@@ -1,0 +1,271 @@
+"""Vectorising a panoptic raster block by block into one feature per segment.
+
+Blocks are polygonised with :func:`rasterio.features.shapes` (4-connectivity)
+in *pixel* coordinates (integers, so pieces of one object meet exactly at block
+borders) and only the polygons are kept, never pixel arrays:
+
+* a thing instance gives one feature: the union of its pieces from every block
+  (Polygon or MultiPolygon, holes kept);
+* stuff gives one feature per connected region of one class: pieces that touch
+  across a block border (4-connected, same class) are joined with a union-find,
+  then dissolved. Stuff features have ``instance_id`` 0.
+
+Fields: ``instance_id``, ``class_value``, ``class_name``, ``is_thing``,
+``confidence`` (mean of the confidence band over the feature's pixels, 0-100),
+``area`` (pixel count x pixel area, in CRS units).
+"""
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import shapely
+import shapely.affinity
+from affine import Affine
+from rasterio.features import shapes
+from scipy import ndimage
+from shapely.geometry import shape as to_shape
+
+from ..data.classes import ClassTable
+from ..errors import ArgumentError
+from .stitching import UnionFind
+
+__all__ = ["PanopticVectorizer", "vectorize_raster", "write_features", "FEATURE_COLUMNS", "VECTOR_DRIVERS"]
+
+#: Attribute columns of the feature layer (plus ``geometry``).
+FEATURE_COLUMNS = ["instance_id", "class_value", "class_name", "is_thing", "confidence", "area"]
+
+#: File extension -> OGR driver used by :func:`write_features`.
+VECTOR_DRIVERS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON",
+                  ".fgb": "FlatGeobuf", ".parquet": "Parquet"}
+
+_FOUR = ndimage.generate_binary_structure(2, 1)
+
+
+class PanopticVectorizer:
+    """Accumulates polygons of a panoptic raster fed block by block in raster order.
+
+    Parameters
+    ----------
+    class_table:
+        Classes of the raster's class band (names and thing flags).
+    transform:
+        Affine transform of the raster (pixel -> CRS coordinates).
+    width:
+        Raster width in pixels (size of the one-row border state).
+    """
+
+    def __init__(self, class_table: ClassTable, transform: Affine, width: int):
+        self.class_table = class_table
+        self.transform = transform
+        self.width = int(width)
+        self._thing_polys: dict[int, list] = defaultdict(list)
+        self._thing_stats: dict[int, list] = {}  # id -> [class, count, conf_sum]
+        self._stuff_polys: list[list] = [[]]  # index = stuff piece id (0 unused)
+        self._stuff_class: list[int] = [0]
+        self._stuff_count: list[int] = [0]
+        self._stuff_conf: list[float] = [0.0]
+        self._uf = UnionFind()
+        self._uf.add(1)
+        self._top = np.zeros(self.width, dtype=np.int64)  # stuff piece ids of the last row above
+        self._left: np.ndarray | None = None
+        self._last_row_off = -1
+        self._last_col_end = 0
+
+    def _join(self, a: np.ndarray, b: np.ndarray) -> None:
+        cls = np.asarray(self._stuff_class)
+        both = (a > 0) & (b > 0)
+        if not both.any():
+            return
+        a, b = a[both], b[both]
+        same = cls[a] == cls[b]
+        for x, y in set(zip(a[same].tolist(), b[same].tolist())):
+            self._uf.union(x, y)
+
+    def add_block(self, row_off: int, col_off: int, class_block: np.ndarray, instance_block: np.ndarray,
+                  confidence_block: np.ndarray) -> None:
+        """Add one block (class Values, instance ids, confidence 0-100) at ``(row_off, col_off)``.
+
+        Blocks must come row by row, left to right, and tile the raster.
+        """
+        class_block = np.asarray(class_block)
+        inst = np.asarray(instance_block).astype(np.int64)
+        conf = np.asarray(confidence_block, dtype=np.float64)
+        h, w = class_block.shape
+        labelled = class_block > 0
+        lab = np.zeros((h, w), dtype=np.int32)
+        keys: list[tuple[bool, int]] = [(False, 0)]
+        # things: one local label per instance id
+        thing_px = labelled & (inst > 0)
+        if thing_px.any():
+            ids, inv = np.unique(inst[thing_px], return_inverse=True)
+            lab[thing_px] = inv.astype(np.int32) + 1
+            first_cls = np.zeros(len(ids), dtype=np.int64)
+            first_cls[inv] = class_block[thing_px]
+            for i, c in zip(ids.tolist(), first_cls.tolist()):
+                keys.append((True, i))
+                if i not in self._thing_stats:
+                    self._thing_stats[i] = [c, 0, 0.0]
+        # stuff: one local label per 4-connected region of one class
+        stuff_px = labelled & (inst == 0)
+        stuff_ids = np.zeros((h, w), dtype=np.int64)
+        if stuff_px.any():
+            for c in np.unique(class_block[stuff_px]).tolist():
+                comp, n = ndimage.label(stuff_px & (class_block == c), structure=_FOUR)
+                if n == 0:
+                    continue
+                first = self._uf.add(n)
+                self._stuff_polys.extend([] for _ in range(n))
+                self._stuff_class.extend([c] * n)
+                self._stuff_count.extend([0] * n)
+                self._stuff_conf.extend([0.0] * n)
+                m = comp > 0
+                stuff_ids[m] = comp[m] + (first - 1)
+                base = len(keys)
+                lab[m] = comp[m] + (base - 1)
+                keys.extend((False, first + k) for k in range(n))
+        n_lab = len(keys)
+        counts = np.bincount(lab.ravel(), minlength=n_lab)
+        sums = np.bincount(lab.ravel(), weights=conf.ravel(), minlength=n_lab)
+        for k in range(1, n_lab):
+            is_thing, key = keys[k]
+            if is_thing:
+                st = self._thing_stats[key]
+                st[1] += int(counts[k])
+                st[2] += float(sums[k])
+            else:
+                self._stuff_count[key] += int(counts[k])
+                self._stuff_conf[key] += float(sums[k])
+        if n_lab > 1:
+            for geom, value in shapes(lab, mask=lab > 0, connectivity=4,
+                                      transform=Affine.translation(col_off, row_off)):
+                is_thing, key = keys[int(value)]
+                poly = to_shape(geom)
+                if is_thing:
+                    self._thing_polys[key].append(poly)
+                else:
+                    self._stuff_polys[key].append(poly)
+        # stuff continuity across the block's top and left borders
+        if row_off != self._last_row_off:
+            self._last_row_off = row_off
+            self._left = None
+        if row_off > 0:
+            self._join(self._top[col_off: col_off + w], stuff_ids[0])
+        if self._left is not None and col_off > 0 and len(self._left) == h:
+            self._join(self._left, stuff_ids[:, 0])
+        self._left = stuff_ids[:, -1].copy()
+        self._top[col_off: col_off + w] = stuff_ids[-1]
+
+    def _finish(self, polys: list, simplify_tolerance: float | None):
+        geom = polys[0] if len(polys) == 1 else shapely.union_all(polys)
+        t = self.transform
+        geom = shapely.affinity.affine_transform(geom, [t.a, t.b, t.d, t.e, t.c, t.f])
+        if simplify_tolerance:
+            geom = geom.simplify(simplify_tolerance, preserve_topology=True)
+        return geom
+
+    def to_geodataframe(self, crs=None, simplify_tolerance: float | None = None):
+        """All features as a GeoDataFrame: things by instance id, then stuff regions.
+
+        Parameters
+        ----------
+        crs:
+            CRS of the features (the raster's).
+        simplify_tolerance:
+            Optional Douglas-Peucker tolerance in CRS units (topology of each
+            feature kept; shared borders of neighbouring features may then differ).
+        """
+        import geopandas as gpd
+
+        px_area = abs(self.transform.a * self.transform.e - self.transform.b * self.transform.d)
+        rows, geoms = [], []
+
+        def info(value):
+            try:
+                ci = self.class_table.by_value(int(value))
+                return ci.name, bool(ci.is_thing)
+            except Exception:  # a Value the class table does not know
+                return f"class_{int(value)}", False
+
+        for iid in sorted(self._thing_polys):
+            c, n, s = self._thing_stats[iid]
+            name, _ = info(c)
+            rows.append((iid, c, name, True, s / max(n, 1), n * px_area))
+            geoms.append(self._finish(self._thing_polys[iid], simplify_tolerance))
+        if len(self._stuff_class) > 1:
+            roots = self._uf.roots()
+            groups: dict[int, list[int]] = defaultdict(list)
+            for pid in range(1, len(self._stuff_class)):
+                groups[int(roots[pid])].append(pid)
+            for root in sorted(groups):
+                members = groups[root]
+                polys = [p for m in members for p in self._stuff_polys[m]]
+                if not polys:
+                    continue
+                n = sum(self._stuff_count[m] for m in members)
+                s = sum(self._stuff_conf[m] for m in members)
+                c = self._stuff_class[root]
+                name, is_thing = info(c)
+                rows.append((0, c, name, is_thing, s / max(n, 1), n * px_area))
+                geoms.append(self._finish(polys, simplify_tolerance))
+        import pandas as pd
+
+        df = pd.DataFrame(rows, columns=FEATURE_COLUMNS)
+        df = df.astype({"instance_id": "int64", "class_value": "int64", "is_thing": "bool",
+                        "confidence": "float64", "area": "float64"})
+        return gpd.GeoDataFrame(df, geometry=gpd.GeoSeries(geoms, crs=crs), crs=crs)
+
+
+def vectorize_raster(panoptic_raster: str | os.PathLike, class_table: ClassTable, block_size: int = 1024,
+                     simplify_tolerance: float | None = None):
+    """Vectorise a panoptic raster written by :func:`~geomax.inference.predict_raster.predict_raster`.
+
+    Reads the raster by ``block_size`` windows (band 1 class Value, band 2
+    instance id, band 3 confidence) and returns a GeoDataFrame with
+    :data:`FEATURE_COLUMNS`, in the raster's CRS.
+    """
+    import rasterio
+    from rasterio.windows import Window
+
+    with rasterio.open(panoptic_raster) as src:
+        vec = PanopticVectorizer(class_table, src.transform, src.width)
+        for r0 in range(0, src.height, block_size):
+            for c0 in range(0, src.width, block_size):
+                win = Window(c0, r0, min(block_size, src.width - c0), min(block_size, src.height - r0))
+                cls, inst, conf = src.read([1, 2, 3], window=win)
+                vec.add_block(r0, c0, cls, inst, conf)
+        return vec.to_geodataframe(crs=src.crs, simplify_tolerance=simplify_tolerance)
+
+
+def write_features(gdf, path: str | os.PathLike, layer: str | None = None) -> None:
+    """Write features with the driver its extension names (GeoPackage, Shapefile, GeoJSON, FlatGeobuf, Parquet)."""
+    path = Path(path)
+    ext = path.suffix.lower()
+    if ext not in VECTOR_DRIVERS:
+        raise ArgumentError(f"Cannot write features to '{path}': unknown extension '{ext}'. "
+                            f"Use one of {sorted(VECTOR_DRIVERS)}.")
+    if ext == ".parquet":
+        gdf.to_parquet(path)
+        return
+    kwargs = {"driver": VECTOR_DRIVERS[ext]}
+    if ext == ".gpkg" and layer:
+        kwargs["layer"] = layer
+    if len(gdf) == 0:
+        kwargs["schema"] = {"geometry": "Polygon", "properties": {
+            "instance_id": "int", "class_value": "int", "class_name": "str", "is_thing": "bool",
+            "confidence": "float", "area": "float"}}
+        kwargs["engine"] = "fiona" if _has_fiona() else "pyogrio"
+        if kwargs["engine"] == "pyogrio":
+            kwargs.pop("schema")
+            kwargs["geometry_type"] = "Polygon"
+    gdf.to_file(path, **kwargs)
+
+
+def _has_fiona() -> bool:
+    try:
+        import fiona  # noqa: F401
+        return True
+    except ImportError:
+        return False
