@@ -41,8 +41,8 @@ _L = dict(_S, stem_channels=(64, 64, 128), stage_filters=(128, 256, 512, 1024),
           transformer_ffn_channels=2048, decoder_num_stacks=2, head_channels=256,
           drop_path_rate=0.3)
 
-_CPU = dict(_S, stem_channels=(16, 16, 32), stage_filters=(16, 32, 64, 96),
-            stage_blocks=(1, 2, 3, 2), num_slots=32, memory_channels=128,
+_CPU = dict(_S, stem_channels=(16, 16, 32), stage_filters=(16, 32, 64, 128),
+            stage_blocks=(2, 2, 3, 2), num_slots=32, memory_channels=128,
             transformer_filters=64, transformer_ffn_channels=256, head_channels=64,
             feature_dim=64, drop_path_rate=0.0)
 
