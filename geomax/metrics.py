@@ -102,10 +102,18 @@ class PanopticEvaluator:
         inst = inst - inst.min() if inst.size and inst.min() < 0 else inst
         key = cls_idx * (int(inst.max()) + 1 if inst.size else 1) + inst
         key[cls_idx == 0] = 0
-        uniq, dense = np.unique(key.ravel(), return_inverse=True)
-        if uniq.size == 0 or uniq[0] != 0:  # keep label 0 for void even when no void pixel exists
-            uniq = np.concatenate([[0], uniq])
-            dense = dense + 1
+        top = int(key.max()) if key.size else 0
+        if top <= 4 * key.size + 1024:  # compact ids in O(pixels) with a bincount
+            present = np.bincount(key.ravel(), minlength=top + 1) > 0
+            present[0] = True  # label 0 stays void even when no void pixel exists
+            uniq = np.flatnonzero(present)
+            remap = np.cumsum(present) - 1
+            dense = remap[key]
+        else:  # sparse instance ids: fall back to sorting
+            uniq, dense = np.unique(key.ravel(), return_inverse=True)
+            if uniq.size == 0 or uniq[0] != 0:
+                uniq = np.concatenate([[0], uniq])
+                dense = dense + 1
         seg_cls = uniq // (int(inst.max()) + 1 if inst.size else 1)
         return dense.reshape(cls_idx.shape), seg_cls
 

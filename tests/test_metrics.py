@@ -258,3 +258,13 @@ def test_mask_ap():
     ev.update(_result(pc2, pi2, {9: 0.99, 1: 0.9, 2: 0.8, 3: 0.7, 4: 0.6}), gc, gi)
     assert ev.compute()["mAP"] < 0.95
     assert math.isnan(MaskAPEvaluator(TABLE).compute()["mAP"])
+
+
+def test_sparse_instance_ids_give_same_result():
+    rng = np.random.default_rng(5)
+    gc, gi = _random_gt(rng)
+    pc, pi = gc.copy(), gi.copy()
+    pc[:10, :10] = GRASS
+    dense = _ev([(pc, pi, gc, gi)])
+    sparse = _ev([(pc, pi * 1_000_003, gc, gi * 999_983)])  # huge ids take the sorting path
+    assert sparse == dense
