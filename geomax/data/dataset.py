@@ -1,0 +1,343 @@
+"""The chip dataset: reads an export's chips and builds panoptic training targets.
+
+One item is ``(image, target)``: image float32 (bands, H, W) normalised with the
+export's band statistics (0 on no-data pixels); target a dict with the
+:mod:`geomax.common` ``GT_*`` keys (DESIGN section 9), padded to ``n_masks``.
+"""
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..common import GT_CLASSES, GT_IS_THING, GT_MASKS, GT_SEMANTIC, GT_VALID
+from ..errors import ArgumentError, DataError
+from .classes import ClassTable
+from .esri_layout import ChipRecord
+from .normalize import BandStats, normalize
+from .transforms import Sample, crop_or_pad
+
+__all__ = ["ChipDataset", "read_chip_labels", "read_chip_image", "target_from_panoptic", "panoptic_from_target",
+           "count_segments"]
+
+
+def _open(path: Path):
+    import rasterio
+    from rasterio.errors import RasterioIOError
+
+    try:
+        return rasterio.open(path)
+    except (RasterioIOError, OSError) as exc:
+        raise DataError(f"{path} cannot be read ({exc}). The file may be corrupt: re-export the training data "
+                        "or remove this chip from map.txt.") from exc
+
+
+def _read(path: Path, indexes=None) -> np.ndarray:
+    from rasterio.errors import RasterioIOError
+
+    with _open(path) as ds:
+        try:
+            return ds.read(indexes) if indexes is not None else ds.read()
+        except (RasterioIOError, OSError, ValueError) as exc:
+            raise DataError(f"{path} cannot be read ({exc}). The file may be corrupt: re-export the training data.") from exc
+
+
+def read_chip_image(chip: ChipRecord, band_indices: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Raw image (bands, H, W) float32 and validity (H, W) of a chip; ``band_indices`` are 0-based."""
+    from rasterio.enums import MaskFlags
+    from rasterio.errors import RasterioIOError
+
+    with _open(chip.image) as ds:
+        if band_indices is not None and max(band_indices) >= ds.count:
+            raise DataError(f"{chip.image} has {ds.count} bands but band {max(band_indices)} (0-based) was requested. "
+                            "Check bands= / extract_bands=.")
+        idx = [b + 1 for b in band_indices] if band_indices is not None else list(range(1, ds.count + 1))
+        try:
+            raw = ds.read(idx)
+            if ds.nodata is not None:
+                nd = ds.nodata
+                all_raw = raw if band_indices is None else ds.read()
+                invalid = np.isnan(all_raw).all(0) if np.isnan(nd) else (all_raw == nd).all(0)
+                valid = ~invalid
+            elif any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in ds.mask_flag_enums):
+                valid = ds.dataset_mask() > 0
+            else:
+                valid = np.ones(raw.shape[1:], bool)
+        except (RasterioIOError, OSError, ValueError) as exc:
+            raise DataError(f"{chip.image} cannot be read ({exc}). The file may be corrupt: re-export the data.") from exc
+    image = raw.astype(np.float32)
+    if image.dtype.kind == "f":
+        finite = np.isfinite(image).all(0)
+        valid &= finite
+        image[:, ~finite] = 0
+    return image, valid
+
+
+def read_chip_labels(chip: ChipRecord, class_table: ClassTable, index_lut: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Class-index map (H, W) int64 and instance map (H, W) int32 (unique over thing classes) of a chip.
+
+    Thing pixels of a class whose ``labels2`` raster is missing are split into
+    connected components (8-connectivity); thing pixels that carry no instance
+    id while others of the same class do become void.
+
+    Raises
+    ------
+    DataError
+        Label values not in the class table, or label / instance sizes that disagree.
+    """
+    values = _read(chip.label, 1).astype(np.int64)
+    lut = class_table.index_lut() if index_lut is None else index_lut
+    bad = (values < 0) | (values >= lut.size)
+    if not bad.any():
+        index = lut[values]
+        bad = index < 0
+    if bad.any():
+        unknown = sorted(set(np.unique(values[bad]).tolist()))
+        raise DataError(f"{chip.label} holds class Values {unknown[:10]} that are not in the class table "
+                        f"(Values: {class_table.values}). Fix the export or add the classes to the .emd.")
+    instance = np.zeros(values.shape, np.int32)
+    offset = 0
+    for c in class_table:
+        if not c.is_thing:
+            continue
+        sel = values == c.value
+        if not sel.any():
+            continue
+        path = chip.instances.get(c.value)
+        if path is None:
+            from scipy import ndimage
+
+            comp, n = ndimage.label(sel, structure=np.ones((3, 3), bool))
+            instance[sel] = comp[sel] + offset
+            offset += n
+            continue
+        ids = _read(path, 1).astype(np.int64)
+        if ids.shape != values.shape:
+            raise DataError(f"Instance raster {path} is {ids.shape[1]} x {ids.shape[0]} px but label {chip.label} is "
+                            f"{values.shape[1]} x {values.shape[0]}. Re-export the training data.")
+        have = sel & (ids > 0)
+        index[sel & (ids <= 0)] = 0  # thing pixel without an instance: void
+        if have.any():
+            instance[have] = (ids[have] + offset).astype(np.int32)
+            offset += int(ids[have].max())
+    return index, instance
+
+
+def count_segments(class_index: np.ndarray, instance: np.ndarray, is_thing: np.ndarray) -> int:
+    """Number of segments: stuff classes present plus thing instances present."""
+    stuff_classes = np.unique(class_index[(class_index > 0) & ~is_thing[class_index]])
+    things = np.unique(instance[(instance > 0) & is_thing[class_index]])
+    return int(stuff_classes.size + things.size)
+
+
+_warned_overflow = [False]
+
+
+def target_from_panoptic(class_index_map, instance_map, valid, class_table: ClassTable, n_masks: int) -> dict:
+    """Build the training target of one chip from its panoptic maps.
+
+    Parameters
+    ----------
+    class_index_map:
+        (H, W) model class indices (0 = void).
+    instance_map:
+        (H, W) instance ids, unique within the chip across thing classes (0 = none).
+    valid:
+        (H, W) bool, False on no-data pixels (or ``None``: all valid).
+    class_table:
+        The classes.
+    n_masks:
+        Number of mask slots K to pad to.
+
+    Returns
+    -------
+    dict
+        torch tensors: ``GT_SEMANTIC`` (H, W) int64, ``GT_MASKS`` (K, H, W) bool,
+        ``GT_CLASSES`` (K,) int64 (0 = padding), ``GT_IS_THING`` (K,) bool,
+        ``GT_VALID`` (H, W) bool. Segments: one mask per stuff class present
+        (in class order) then one per thing instance (in id order), over valid
+        pixels. When there are more than ``n_masks`` segments the smallest are
+        dropped and their pixels become void (a warning says so).
+    """
+    import torch
+
+    cls = np.asarray(class_index_map).astype(np.int64)
+    inst = np.asarray(instance_map).astype(np.int64)
+    h, w = cls.shape
+    valid = np.ones((h, w), bool) if valid is None else np.asarray(valid, bool)
+    thing_lut = class_table.is_thing_index()
+    sem = np.where(valid, cls, 0)
+    thing_px = thing_lut[sem]
+    sem = np.where(thing_px & (inst <= 0), 0, sem)  # thing pixel without instance: void
+    thing_px = thing_lut[sem]
+
+    seg = np.zeros((h, w), np.int64)
+    seg_classes, seg_thing = [], []
+    stuff_present = np.unique(sem[(sem > 0) & ~thing_px])
+    for k, c in enumerate(stuff_present, start=1):
+        seg[sem == c] = k
+        seg_classes.append(int(c))
+        seg_thing.append(False)
+    n_stuff = len(seg_classes)
+    if thing_px.any():
+        ids, first = np.unique(inst[thing_px], return_index=True)
+        inst_classes = sem[thing_px][first]
+        # map instance id -> segment number
+        lut = np.zeros(int(ids.max()) + 1, np.int64)
+        lut[ids] = np.arange(n_stuff + 1, n_stuff + 1 + ids.size)
+        seg[thing_px] = lut[inst[thing_px]]
+        seg_classes += [int(c) for c in inst_classes]
+        seg_thing += [True] * ids.size
+    n_seg = len(seg_classes)
+    seg_ids = np.arange(1, n_seg + 1)
+    if n_seg > n_masks:
+        areas = np.bincount(seg.ravel(), minlength=n_seg + 1)[1:]
+        keep = np.sort(np.argsort(-areas, kind="stable")[:n_masks])
+        if not _warned_overflow[0]:
+            warnings.warn(f"A chip has {n_seg} segments but n_masks={n_masks}: the smallest are treated as void. "
+                          "Pass a larger n_masks to prepare_data.")
+            _warned_overflow[0] = True
+        dropped = np.setdiff1d(seg_ids, keep + 1)
+        drop_px = np.isin(seg, dropped)
+        sem = np.where(drop_px, 0, sem)
+        seg_ids = keep + 1
+        seg_classes = [seg_classes[i] for i in keep]
+        seg_thing = [seg_thing[i] for i in keep]
+    masks = np.zeros((n_masks, h, w), bool)
+    if len(seg_ids):
+        masks[:len(seg_ids)] = seg[None] == seg_ids[:, None, None]
+    classes = np.zeros(n_masks, np.int64)
+    classes[:len(seg_classes)] = seg_classes
+    is_thing = np.zeros(n_masks, bool)
+    is_thing[:len(seg_thing)] = seg_thing
+    return {
+        GT_SEMANTIC: torch.from_numpy(sem),
+        GT_MASKS: torch.from_numpy(masks),
+        GT_CLASSES: torch.from_numpy(classes),
+        GT_IS_THING: torch.from_numpy(is_thing),
+        GT_VALID: torch.from_numpy(valid.copy()),
+    }
+
+
+def panoptic_from_target(target: dict, class_table: ClassTable) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`target_from_panoptic` for one sample: class **Values** and instance maps.
+
+    Parameters
+    ----------
+    target:
+        One sample's target (``GT_MASKS`` (K, H, W), ``GT_CLASSES`` (K,), optional
+        ``GT_VALID``), torch tensors or numpy arrays. For a batch, index it first:
+        ``{k: v[i] for k, v in batch_target.items()}``.
+    class_table:
+        The classes.
+
+    Returns
+    -------
+    class_map : numpy.ndarray
+        (H, W) int32 class Values, 0 = void / no data.
+    instance_map : numpy.ndarray
+        (H, W) int32, thing instances numbered 1..k in mask order, 0 elsewhere.
+    """
+    def np_(x):
+        return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+
+    masks = np_(target[GT_MASKS]).astype(bool)
+    if masks.ndim != 3:
+        raise ArgumentError(f"panoptic_from_target takes one sample (masks (K, H, W)), got masks of shape {masks.shape}."
+                            " Index the batch first.")
+    classes = np_(target[GT_CLASSES]).astype(np.int64)
+    values = class_table.value_lut()
+    thing = class_table.is_thing_index()
+    h, w = masks.shape[1:]
+    class_map = np.zeros((h, w), np.int32)
+    instance_map = np.zeros((h, w), np.int32)
+    n = 0
+    for k in np.flatnonzero(classes > 0):
+        m = masks[k]
+        class_map[m] = values[classes[k]]
+        if thing[classes[k]] and m.any():
+            n += 1
+            instance_map[m] = n
+    if GT_VALID in target:
+        v = np_(target[GT_VALID]).astype(bool)
+        class_map[~v] = 0
+        instance_map[~v] = 0
+    return class_map, instance_map
+
+
+class ChipDataset:
+    """Training chips of one or more exports as ``(image, target)`` items (a torch map-style dataset).
+
+    Parameters
+    ----------
+    chips:
+        Chip records (from :func:`geomax.data.esri_layout.read_export`).
+    class_table:
+        The classes.
+    band_stats:
+        Statistics of the selected bands (normalisation).
+    n_masks:
+        Mask slots per target.
+    chip_size:
+        Output height and width.
+    band_indices:
+        0-based bands of the chips to use (default: all).
+    transforms:
+        List of joint transforms (:mod:`geomax.data.transforms`); none when empty.
+        The output is always cropped (random with transforms, centred without) or padded to ``chip_size``.
+    seed:
+        Seed of the augmentations (each item draws from it and the item index and an epoch counter).
+    """
+
+    def __init__(self, chips: list[ChipRecord], class_table: ClassTable, band_stats: BandStats, n_masks: int,
+                 chip_size: int, band_indices: Sequence[int] | None = None, transforms: Sequence | None = None,
+                 seed: int = 42):
+        self.chips = list(chips)
+        self.class_table = class_table
+        self.band_stats = band_stats
+        self.n_masks = int(n_masks)
+        self.chip_size = int(chip_size)
+        self.band_indices = list(band_indices) if band_indices is not None else None
+        self.transforms = list(transforms or [])
+        self.seed = int(seed)
+        self._index_lut = class_table.index_lut()
+        self._draws = 0
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    def load_sample(self, i: int) -> Sample:
+        """The raw :class:`Sample` of chip ``i`` (no transforms)."""
+        chip = self.chips[i]
+        image, valid = read_chip_image(chip, self.band_indices)
+        class_index, instance = read_chip_labels(chip, self.class_table, self._index_lut)
+        if image.shape[1:] != class_index.shape:
+            raise DataError(f"Image {chip.image} is {image.shape[2]} x {image.shape[1]} px but its label {chip.label} "
+                            f"is {class_index.shape[1]} x {class_index.shape[0]}. Re-export the training data.")
+        class_index[~valid] = 0
+        instance[~valid] = 0
+        return Sample(image, class_index, instance, valid)
+
+    def __getitem__(self, i: int):
+        import torch
+
+        sample = self.load_sample(int(i))
+        if self.transforms:
+            # A fresh generator per draw: different augmentations every epoch, reproducible from the seed
+            # (worker processes add their torch seed so they do not repeat each other).
+            worker = torch.utils.data.get_worker_info()
+            wseed = worker.seed % (2 ** 32) if worker is not None else 0
+            self._draws += 1
+            rng = np.random.default_rng([self.seed, int(i), self._draws, wseed])
+            for t in self.transforms:
+                sample = t(sample, rng)
+            sample = crop_or_pad(sample, self.chip_size, rng)
+        else:
+            sample = crop_or_pad(sample, self.chip_size, None)
+        image = normalize(sample.image, self.band_stats, sample.valid)
+        target = target_from_panoptic(sample.class_index, sample.instance, sample.valid, self.class_table,
+                                      self.n_masks)
+        return torch.from_numpy(np.ascontiguousarray(image)), target
