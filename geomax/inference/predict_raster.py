@@ -34,7 +34,7 @@ from ..errors import ArgumentError, DataError, InputMismatchError, ModelError, O
 from .stitching import TileStitcher
 from .tiling import TileGrid, TileReader
 from .vectorize import VECTOR_DRIVERS, PanopticVectorizer, write_features
-from .writer import describe, panoptic_dtype, panoptic_profile, scratch_profile, write_cog
+from .writer import describe, panoptic_dtype, panoptic_profile, scratch_profile, write_cog, write_colortable_sidecar
 
 __all__ = ["predict_raster", "RasterPrediction"]
 
@@ -183,7 +183,7 @@ def predict_raster(
         every band, or masked by its mask, are no data.
     out_raster:
         Output GeoTIFF (``.tif``), written as a cloud-optimised GeoTIFF: band 1 class
-        Value (colour table), band 2 instance id (unique across the raster, 0 for stuff
+        Value (colour table in the ``.tif.aux.xml`` sidecar), band 2 instance id (unique across the raster, 0 for stuff
         and void), band 3 confidence 0-100. No-data value 0 in all bands. Same CRS and
         transform as the input.
     out_features:
@@ -366,6 +366,7 @@ def predict_raster(
 
                 t0 = time.perf_counter()
                 write_cog(stitched, partial_raster)
+                write_colortable_sidecar(partial_raster, predictor.class_table)
                 timings["cog"] = time.perf_counter() - t0
 
                 n_features = None
@@ -377,6 +378,7 @@ def predict_raster(
                     timings["features"] = time.perf_counter() - t0
             if overwrite:
                 _remove_output(out_raster)
+                _remove_output(Path(str(out_raster) + ".aux.xml"))
                 if out_features is not None:
                     _remove_output(out_features)
             _rename_outputs(partial_raster, out_raster)

@@ -252,6 +252,8 @@ def write_features(gdf, path: str | os.PathLike, layer: str | None = None) -> No
     kwargs = {"driver": VECTOR_DRIVERS[ext]}
     if ext == ".gpkg" and layer:
         kwargs["layer"] = layer
+    if ext in (".gpkg", ".geojson", ".json") and len(gdf):
+        kwargs["promote_to_multi"] = False  # keep Polygon features Polygon (mixed layer), multi-part ones Multi
     if len(gdf) == 0:
         kwargs["schema"] = {"geometry": "Polygon", "properties": {
             "instance_id": "int", "class_value": "int", "class_name": "str", "is_thing": "bool",

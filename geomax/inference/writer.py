@@ -3,7 +3,9 @@
 Layout of the final raster (one data type for all bands, the smallest of
 uint8 / uint16 / uint32 that holds the largest class Value and instance id):
 
-* band 1 ``class``: class Value, with the class table's colour table (uint8 / uint16 only);
+* band 1 ``class``: class Value, with the class table's colour table (uint8 / uint16 only).
+  A TIFF palette needs a one-band image, so the colour table is written to the
+  ``<name>.tif.aux.xml`` sidecar (GDAL PAM), which GDAL, QGIS and ArcGIS read;
 * band 2 ``instance_id``: thing instance id, unique across the raster, 0 for stuff and void;
 * band 3 ``confidence``: 0-100 (predicted pixels are at least 1).
 
@@ -13,6 +15,7 @@ pixel the model left void) and is 0 in all three bands.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import rasterio
@@ -21,7 +24,7 @@ import rasterio.shutil
 from ..data.classes import ClassTable
 
 __all__ = ["PANOPTIC_BANDS", "NODATA", "panoptic_dtype", "scratch_profile", "panoptic_profile", "colormap",
-           "write_cog"]
+           "write_cog", "write_colortable_sidecar", "describe"]
 
 #: Band descriptions of the panoptic raster.
 PANOPTIC_BANDS = ("class", "instance_id", "confidence")
@@ -69,10 +72,23 @@ def describe(dst, class_table: ClassTable) -> None:
     """Band descriptions, colour table and class names on an open panoptic dataset."""
     for i, name in enumerate(PANOPTIC_BANDS, start=1):
         dst.set_band_description(i, name)
-    if dst.dtypes[0] in ("uint8", "uint16"):
-        dst.write_colormap(1, colormap(class_table))
     dst.update_tags(1, **{f"CLASS_{c.value}": c.name for c in class_table})
     dst.update_tags(1, THING_CLASSES=",".join(str(v) for v in class_table.thing_values))
+
+
+def write_colortable_sidecar(raster_path: str | os.PathLike, class_table: ClassTable) -> Path | None:
+    """Write band 1's colour table to ``<raster>.aux.xml`` (GDAL PAM); ``None`` when Values exceed uint16."""
+    cmap = colormap(class_table)
+    top = max(cmap)
+    if top > np.iinfo(np.uint16).max:
+        return None
+    entries = "\n".join(
+        '      <Entry c1="{}" c2="{}" c3="{}" c4="{}"/>'.format(*cmap.get(v, (0, 0, 0, 0))) for v in range(top + 1))
+    xml = ("<PAMDataset>\n  <PAMRasterBand band=\"1\">\n    <ColorInterp>Palette</ColorInterp>\n"
+           f"    <ColorTable>\n{entries}\n    </ColorTable>\n  </PAMRasterBand>\n</PAMDataset>\n")
+    side = Path(str(raster_path) + ".aux.xml")
+    side.write_text(xml)
+    return side
 
 
 def write_cog(src_path: str | os.PathLike, dst_path: str | os.PathLike, blocksize: int = 256,
