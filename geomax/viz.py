@@ -7,28 +7,37 @@ import numpy as np
 
 from .data.classes import ClassTable
 
-__all__ = ["image_to_rgb", "show_panoptic", "panoptic_overlay", "instance_colors", "add_legend"]
+__all__ = ["denormalize", "image_to_rgb", "show_panoptic", "panoptic_overlay", "instance_colors", "add_legend"]
+
+
+def denormalize(image, stats) -> np.ndarray:
+    """Undo :func:`geomax.data.normalize.normalize`: (bands, H, W) normalised values -> band values."""
+    if hasattr(image, "detach"):
+        image = image.detach().cpu().numpy()
+    image = np.asarray(image, dtype=np.float32)
+    shape = (-1, 1, 1)
+    return image * stats.std.astype(np.float32).reshape(shape) + stats.mean.astype(np.float32).reshape(shape)
 
 
 def image_to_rgb(image, stats=None, rgb_bands: Sequence[int] | None = None, valid=None,
-                 normalized: bool | None = None, percentiles=(2.0, 98.0)) -> np.ndarray:
-    """Turn a (bands, H, W) chip into an (H, W, 3) float RGB image in [0, 1] for display.
+                 percentiles=(2.0, 98.0)) -> np.ndarray:
+    """Turn a (bands, H, W) chip of raw band values into an (H, W, 3) float RGB image in [0, 1].
 
     Parameters
     ----------
     image:
-        (bands, H, W) numpy array or torch tensor, raw values or normalised with ``stats``.
+        (bands, H, W) numpy array or torch tensor of band values (use :func:`denormalize`
+        first for a normalised training batch).
     stats:
-        :class:`geomax.data.normalize.BandStats`; when given (and ``normalized`` is not
-        False) the image is taken as normalised and mapped back to band values first.
+        Optional :class:`geomax.data.normalize.BandStats`: each band is stretched over
+        mean +- 2.5 std (within min..max) of the dataset, so all chips share one colour
+        scale. Without it each band is stretched between ``percentiles`` of the chip.
     rgb_bands:
         0-based band indices drawn as red, green, blue (default: 0, 1, 2, or band 0 as grey).
     valid:
         Optional (H, W) bool; invalid pixels are drawn black and ignored by the stretch.
-    normalized:
-        Whether ``image`` is normalised (default: ``stats is not None``).
     percentiles:
-        Per-band contrast stretch between these percentiles of the valid pixels.
+        Stretch of a chip without ``stats``.
     """
     if hasattr(image, "detach"):
         image = image.detach().cpu().numpy()
@@ -39,19 +48,19 @@ def image_to_rgb(image, stats=None, rgb_bands: Sequence[int] | None = None, vali
     if rgb_bands is None:
         rgb_bands = [0, 1, 2] if n >= 3 else [0, 0, 0]
     rgb_bands = [int(b) for b in rgb_bands]
-    if normalized is None:
-        normalized = stats is not None
-    if normalized and stats is not None:
-        image = image * stats.std.astype(np.float32).reshape(-1, 1, 1) + stats.mean.astype(np.float32).reshape(-1, 1, 1)
     rgb = np.stack([image[b] for b in rgb_bands], axis=-1)
     mask = np.ones(rgb.shape[:2], bool) if valid is None else np.asarray(valid, bool)
     out = np.zeros_like(rgb)
-    for k in range(3):
+    for k, b in enumerate(rgb_bands):
         band = rgb[..., k]
-        vals = band[mask]
-        if vals.size == 0:
-            continue
-        lo, hi = np.percentile(vals, percentiles)
+        if stats is not None and b < stats.n_bands:
+            lo = max(stats.mean[b] - 2.5 * stats.std[b], stats.min[b])
+            hi = min(stats.mean[b] + 2.5 * stats.std[b], stats.max[b])
+        else:
+            vals = band[mask]
+            if vals.size == 0:
+                continue
+            lo, hi = np.percentile(vals, percentiles)
         if hi <= lo:
             hi = lo + 1e-6
         out[..., k] = np.clip((band - lo) / (hi - lo), 0, 1)

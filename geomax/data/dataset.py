@@ -222,15 +222,21 @@ def target_from_panoptic(class_index_map, instance_map, valid, class_table: Clas
     }
 
 
-def panoptic_from_target(target: dict, class_table: ClassTable) -> tuple[np.ndarray, np.ndarray]:
-    """Inverse of :func:`target_from_panoptic` for one sample: class **Values** and instance maps.
+def panoptic_from_target(target: dict, index=None, class_table: ClassTable | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`target_from_panoptic`: class **Values** and instance maps of one sample.
+
+    Call it as ``panoptic_from_target(batch_target, i, class_table)`` for sample ``i``
+    of a batch, or ``panoptic_from_target(sample_target, class_table)`` for one sample.
 
     Parameters
     ----------
     target:
-        One sample's target (``GT_MASKS`` (K, H, W), ``GT_CLASSES`` (K,), optional
-        ``GT_VALID``), torch tensors or numpy arrays. For a batch, index it first:
-        ``{k: v[i] for k, v in batch_target.items()}``.
+        A batch target (``GT_MASKS`` (B, K, H, W), ``GT_CLASSES`` (B, K), optional
+        ``GT_VALID`` (B, H, W)) or one sample's target (no batch axis); torch
+        tensors or numpy arrays.
+    index:
+        Sample index in the batch (omit for a single-sample target).
     class_table:
         The classes.
 
@@ -241,13 +247,20 @@ def panoptic_from_target(target: dict, class_table: ClassTable) -> tuple[np.ndar
     instance_map : numpy.ndarray
         (H, W) int32, thing instances numbered 1..k in mask order, 0 elsewhere.
     """
+    if isinstance(index, ClassTable):
+        index, class_table = None, index
+    if class_table is None:
+        raise ArgumentError("panoptic_from_target needs the class table: panoptic_from_target(target, i, class_table).")
+    if index is not None:
+        target = {k: target[k][int(index)] for k in (GT_MASKS, GT_CLASSES, GT_VALID) if k in target}
+
     def np_(x):
         return x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
 
     masks = np_(target[GT_MASKS]).astype(bool)
     if masks.ndim != 3:
-        raise ArgumentError(f"panoptic_from_target takes one sample (masks (K, H, W)), got masks of shape {masks.shape}."
-                            " Index the batch first.")
+        raise ArgumentError(f"panoptic_from_target: masks of shape {masks.shape}; pass the sample index for a batch: "
+                            "panoptic_from_target(target, i, class_table).")
     classes = np_(target[GT_CLASSES]).astype(np.int64)
     values = class_table.value_lut()
     thing = class_table.is_thing_index()

@@ -334,7 +334,7 @@ def export_training_data(
 def _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size, stride, chip_format,
                   min_label_fraction, skip_empty, max_nodata_fraction, progress, tmp: Path, dtype, res):
     import shapely
-    from rasterio.windows import Window, transform as window_transform
+    from rasterio.windows import Window, bounds as window_bounds, transform as window_transform
 
     ext = "tif" if chip_format == "tif" else "png"
     (tmp / IMAGES_DIR).mkdir()
@@ -369,9 +369,7 @@ def _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size
         if nodata_frac > max_nodata_fraction:
             n_nodata += 1
             continue
-        x0, y0 = wt * (0, 0)
-        x1, y1 = wt * (tile_size, tile_size)
-        hits = sindex.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)), predicate="intersects")
+        hits = sindex.query(shapely.box(*window_bounds(win, src.transform)), predicate="intersects")
         sub = gdf.iloc[np.sort(hits)]
         class_map, instance_map = rasterize_labels(sub, class_field, class_table, wt, (tile_size, tile_size))
         class_map[~valid] = 0

@@ -15,6 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..common import GT_VALID
 from ..errors import ArgumentError, DataError
 from .classes import ClassInfo, ClassTable
 from .dataset import (ChipDataset, count_segments, panoptic_from_target, read_chip_image, read_chip_labels,
@@ -85,7 +86,7 @@ class PanopticDataLoaders(_DataLoaders):
         """
         import matplotlib.pyplot as plt
 
-        from ..viz import add_legend, image_to_rgb, show_panoptic
+        from ..viz import add_legend, denormalize, image_to_rgb, show_panoptic
 
         dataset = self.train.dataset if ds == "train" else self.valid.dataset
         if len(dataset) == 0:
@@ -104,7 +105,8 @@ class PanopticDataLoaders(_DataLoaders):
             image, target = dataset[k]
             class_map, instance_map = panoptic_from_target(target, self.class_table)
             present.update(np.unique(class_map[class_map > 0]).tolist())
-            rgb = image_to_rgb(image.numpy(), self.band_stats, self.rgb_bands, valid=target["valid"].numpy())
+            rgb = image_to_rgb(denormalize(image, self.band_stats), self.band_stats, self.rgb_bands,
+                               valid=target[GT_VALID].numpy())
             show_panoptic(rgb, class_map, instance_map, self.class_table, ax=ax, alpha=alpha,
                           title=f"{dataset.chips[k].id}: {int((instance_map.max()))} instances", legend=False)
         add_legend(fig, self.class_table, present)

@@ -338,16 +338,15 @@ def _render_window(r0, c0, h, w, *, size, transform, geoms, tree_index, feat_cla
                    n_bands, brightness, moisture, seed, nodata_border):
     """Reflectance (bands, h, w) of one window (global rows r0.., cols c0..), float32 in [0, 1]."""
     from rasterio.features import rasterize
-    from rasterio.transform import Affine
+    from rasterio.windows import Window, bounds as window_bounds, transform as window_transform
     from scipy import ndimage
     import shapely
 
     H, W = h + 2 * _HALO, w + 2 * _HALO
     R0, C0 = r0 - _HALO, c0 - _HALO
-    t = transform * Affine.translation(C0, R0)
-    x0, y0 = t * (0, 0)
-    x1, y1 = t * (W, H)
-    idx = np.sort(tree_index.query(shapely.box(min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))))
+    win = Window(C0, R0, W, H)
+    t = window_transform(win, transform)
+    idx = np.sort(tree_index.query(shapely.box(*window_bounds(win, transform))))
     fid = np.zeros((H, W), dtype=np.int32)  # feature id + 1 (stuff and things, later features on top)
     if idx.size:
         fid = rasterize(zip(geoms[idx], (idx + 1).tolist()), out_shape=(H, W), transform=t, fill=0, dtype="int32")
