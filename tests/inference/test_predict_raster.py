@@ -311,3 +311,29 @@ def test_all_nodata_tiles_are_not_sent_to_the_predictor(scene, tmp_path):
     # the first tile covers only outside pixels and the no-data corner
     assert rec.batches[0][3][0] != grid.tile_window(0, 0)
     assert sum(b[0][0] for b in rec.batches) == len(grid) - 1
+
+
+def test_synthetic_scene_no_object_split(tmp_path):
+    """A synthetic scene (touching buildings, tree clusters, cars) with vector labels rasterised per tile."""
+    from geomax.data.rasterize import rasterize_labels
+    from geomax.data.synthetic import make_scene
+
+    info = make_scene(tmp_path / "scene.tif", tmp_path / "labels.gpkg", size=384, seed=1, bands=4,
+                      nodata_border=5)
+    labels = gpd.read_file(info.labels)
+    orc = OracleTilePredictor(labels, info.class_table, n_bands=4, band_names=list(info.band_names),
+                              transform=info.transform, class_field=info.class_field, view="tile")
+    res = predict_raster(orc, info.raster, tmp_path / "out.tif", tmp_path / "out.gpkg", tile_size=128,
+                         overlap=32, progress=False)
+    cls_true, inst_true = rasterize_labels(labels, info.class_field, info.class_table, info.transform,
+                                           (info.size, info.size))
+    with rasterio.open(info.raster) as src:
+        valid = src.dataset_mask() > 0
+    cls_true[~valid] = 0
+    inst_true[~valid] = 0
+    cls, inst, _ = read_out(res.out_raster)
+    assert np.array_equal(cls, cls_true)
+    assert_same_instances(inst, piecewise(inst_true))
+    gdf = gpd.read_file(res.out_features)
+    assert (gdf.instance_id > 0).sum() == res.n_instances
+    assert gdf.area.sum() == pytest.approx((cls > 0).sum() * abs(info.transform.a * info.transform.e))
