@@ -10,6 +10,15 @@ from geomax.models.maxdeeplab.dual_path import DualPathTransformerLayer
 from geomax.models.maxdeeplab.stem import adapt_first_conv_weight
 
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread is faster and steadier than two on a shared machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 def _naive_axial_height(layer: AxialAttention, x: torch.Tensor) -> torch.Tensor:
     """Loop reference of height-axis attention with eval-mode BN at default statistics."""
     s = 1.0 / math.sqrt(1.0 + 1e-5)  # BN in eval mode with mean 0, var 1, gamma 1, beta 0

@@ -12,6 +12,15 @@ from geomax.models.maxdeeplab import (INPUT_MULTIPLE, VARIANTS, build_from_confi
                                       build_maxdeeplab, list_variants, pad_to_multiple)
 
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Small tensors: one thread is faster and steadier than two on a shared machine."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
 def _check_outputs(model, out, b, h, w, num_classes):
     n = model.num_slots
     d = model.config["feature_dim"]
