@@ -29,7 +29,7 @@ import numpy as np
 from .data.classes import ClassTable
 from .errors import ArgumentError, DataError, InputMismatchError, ModelError
 
-__all__ = ["evaluate_raster", "evaluate_model", "load_class_table", "format_metrics", "VECTOR_SUFFIXES",
+__all__ = ["evaluate_raster", "evaluate_model", "load_class_table", "class_table_from_tags", "format_metrics", "VECTOR_SUFFIXES",
            "CLASS_FIELD_CANDIDATES"]
 
 #: File suffixes read as vector reference labels (anything else is opened as a raster).
@@ -172,8 +172,9 @@ def evaluate_raster(
         raster on the prediction's grid (band 1 class Value, optional band 2 instance id).
     class_table:
         The classes: a :class:`ClassTable`, a model, a model folder / ``.emd`` /
-        ``.dlpk``, an export folder, or ``"synthetic"``. ``None`` looks for a model
-        folder beside the prediction; one is required otherwise.
+        ``.dlpk``, an export folder, or ``"synthetic"``. ``None`` reads the class
+        names that :func:`geomax.predict_raster` writes in the raster's tags (or a
+        model folder beside the prediction).
     class_field:
         Field of the vector labels holding class names or Values (default: the
         first of :data:`CLASS_FIELD_CANDIDATES` present).
@@ -182,9 +183,10 @@ def evaluate_raster(
         class raster. Without any instance band, thing instances are the connected
         components of each thing class.
     valid_raster:
-        Optional raster on the same grid (typically the input image) whose no-data
-        pixels are left out of the evaluation. The prediction's own no-data mask
-        is always applied.
+        Raster on the same grid (the input image the prediction was made from) whose
+        no-data pixels are left out of the evaluation. Give it when the image has
+        no-data: the panoptic raster's no-data value 0 is also its void class, so
+        it cannot tell no-data from pixels predicted as void.
     window_size:
         Side of the windows streamed through the evaluator (pixels).
     progress:
@@ -215,13 +217,15 @@ def evaluate_raster(
         raise ArgumentError(f"window_size={window_size} is too small; use at least 256 pixels.")
     window_size = int(window_size)
     prediction = Path(prediction)
-    if class_table is None:
-        class_table = _class_table_near(prediction)
-    class_table = load_class_table(class_table)
+    if class_table is not None:
+        class_table = load_class_table(class_table)  # fail on a bad class source before opening anything
 
     pred_src = _open_raster(prediction, "prediction raster")
     stack = [pred_src]
     try:
+        if class_table is None:
+            class_table = class_table_from_tags(pred_src) or _class_table_near(prediction)
+        class_table = load_class_table(class_table)
         if pred_src.count < 2:
             raise DataError(f"'{prediction}' has {pred_src.count} band; a panoptic raster has band 1 class Value and "
                             "band 2 instance id (as written by geomax predict).")
@@ -269,7 +273,8 @@ def evaluate_raster(
             h, w = int(window.height), int(window.width)
             pred_class = pred_src.read(1, window=window).astype(np.int64)
             pred_inst = pred_src.read(2, window=window).astype(np.int64)
-            valid = pred_src.read_masks(1, window=window) > 0 if _has_mask(pred_src) else np.ones((h, w), bool)
+            # The panoptic raster's no-data value (0) is also the void class, so no-data comes from valid_raster.
+            valid = np.ones((h, w), bool)
             if valid_src is not None:
                 valid &= valid_src.dataset_mask(window=window) > 0
             if gdf is not None:
@@ -298,6 +303,25 @@ def evaluate_raster(
     metrics["n_pixels"] = n_pixels
     metrics["window_size"] = window_size
     return metrics
+
+
+def class_table_from_tags(src) -> ClassTable | None:
+    """Class table from the tags :func:`geomax.predict_raster` writes on band 1 (``CLASS_<Value>``,
+    ``THING_CLASSES``) and its colour table; ``None`` when the raster has none."""
+    from .data.classes import ClassInfo
+
+    tags = src.tags(1)
+    values = sorted(int(k[6:]) for k in tags if k.startswith("CLASS_") and k[6:].isdigit())
+    if not values:
+        return None
+    things = {int(v) for v in tags.get("THING_CLASSES", "").split(",") if v.strip().lstrip("-").isdigit()}
+    try:
+        cmap = src.colormap(1)
+    except ValueError:  # no colour table
+        cmap = {}
+    classes = [ClassInfo(v, tags[f"CLASS_{v}"], tuple(cmap[v][:3]) if v in cmap else (128, 128, 128), v in things)
+               for v in values]
+    return ClassTable(classes)
 
 
 def _has_mask(src) -> bool:

@@ -144,6 +144,17 @@ def test_bad_inputs_raise_clear_errors(scene, tmp_path):
         evaluate_raster(tmp_path / "small.tif", info.labels, class_table="synthetic", progress=False)
 
 
+def test_class_table_read_from_prediction_tags(scene, tmp_path):
+    info, cm, im = scene
+    pred = _write_panoptic(tmp_path / "pred.tif", info, cm, im)
+    with rasterio.open(pred, "r+") as dst:  # the tags predict_raster writes
+        dst.update_tags(1, **{f"CLASS_{c.value}": c.name for c in SYNTHETIC_CLASSES})
+        dst.update_tags(1, THING_CLASSES=",".join(str(v) for v in SYNTHETIC_CLASSES.thing_values))
+    m = evaluate_raster(pred, info.labels, progress=False)
+    assert m["all"]["pq"] == pytest.approx(1.0)
+    assert m["things"]["n"] == 3 and set(m["per_class"]) == set(SYNTHETIC_CLASSES.names)
+
+
 def test_load_class_table_from_export_emd(tmp_path):
     import json
 

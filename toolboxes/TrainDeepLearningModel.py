@@ -1,0 +1,15 @@
+"""Geoprocessing tool script: Train Deep Learning Model (MaXDeepLab).
+
+Runs with plain Python (`python TrainDeepLearningModel.py --help`); the same tool appears in
+ArcGIS Pro through ``geomax.pyt``. Parameters and their mapping to the geomax
+library are defined in ``_toolspec.py``.
+"""
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _toolspec import script_main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(script_main("TrainDeepLearningModel"))
