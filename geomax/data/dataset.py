@@ -133,9 +133,6 @@ def count_segments(class_index: np.ndarray, instance: np.ndarray, is_thing: np.n
     return int(stuff_classes.size + things.size)
 
 
-_warned_overflow = [False]
-
-
 def target_from_panoptic(class_index_map, instance_map, valid, class_table: ClassTable, n_masks: int) -> dict:
     """Build the training target of one chip from its panoptic maps.
 
@@ -196,10 +193,9 @@ def target_from_panoptic(class_index_map, instance_map, valid, class_table: Clas
     if n_seg > n_masks:
         areas = np.bincount(seg.ravel(), minlength=n_seg + 1)[1:]
         keep = np.sort(np.argsort(-areas, kind="stable")[:n_masks])
-        if not _warned_overflow[0]:
-            warnings.warn(f"A chip has {n_seg} segments but n_masks={n_masks}: the smallest are treated as void. "
-                          "Pass a larger n_masks to prepare_data.")
-            _warned_overflow[0] = True
+        # Python's default warning filter shows this once per call site, not once per chip.
+        warnings.warn(f"A chip has {n_seg} segments but n_masks={n_masks}: the smallest are treated as void. "
+                      "Pass a larger n_masks to prepare_data.")
         dropped = np.setdiff1d(seg_ids, keep + 1)
         drop_px = np.isin(seg, dropped)
         sem = np.where(drop_px, 0, sem)

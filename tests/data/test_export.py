@@ -1,0 +1,154 @@
+import json
+
+import geopandas as gpd
+import numpy as np
+import pytest
+import rasterio
+from rasterio.windows import Window, transform as window_transform
+
+from geomax.data.classes import ClassTable
+from geomax.data.esri_layout import read_export
+from geomax.data.export import export_training_data
+from geomax.data.rasterize import rasterize_labels
+from geomax.data.synthetic import CLASS_FIELD, SYNTHETIC_CLASSES
+from geomax.errors import ArgumentError, DataError, OutputExistsError
+
+
+def test_export_writes_the_arcgis_layout(export3, scene3):
+    root = export3.out_folder
+    for name in ("images", "labels", "labels2", "map.txt", "esri_model_definition.emd", "esri_accumulated_stats.json"):
+        assert (root / name).exists(), name
+    assert sorted(p.name for p in (root / "labels2").iterdir()) == sorted(SYNTHETIC_CLASSES.thing_names)
+    lines = (root / "map.txt").read_text().splitlines()
+    assert len(lines) == export3.n_chips > 0
+    assert lines[0] == "images/000000000.tif labels/000000000.tif"
+    emd = json.loads((root / "esri_model_definition.emd").read_text())
+    assert emd["ImageHeight"] == emd["ImageWidth"] == 128
+    assert [c["Name"] for c in emd["Classes"]] == SYNTHETIC_CLASSES.names
+    assert [c["Name"] for c in emd["Panoptic_Segmentation_Instance_Classes"]] == ["building", "tree", "vehicle"]
+    assert emd["InputRastersProps"]["BandNames"] == ["red", "green", "blue"]
+    assert len(emd["AllTilesStats"]) == 3 and emd["ExtractBands"] == [0, 1, 2]
+    stats = json.loads((root / "esri_accumulated_stats.json").read_text())
+    assert stats["MetaDataMode"] == "Panoptic_Segmentation" and stats["NumBands"] == 3
+    assert read_export(root).class_table.to_dict() == SYNTHETIC_CLASSES.to_dict()
+
+
+def test_chips_are_georeferenced_and_match_rasterized_labels(export3, scene3):
+    root = export3.out_folder
+    gdf = gpd.read_file(scene3.labels)
+    with rasterio.open(scene3.raster) as src:
+        for chip_id in ("000000000", f"{export3.n_chips - 1:09d}"):
+            with rasterio.open(root / "images" / f"{chip_id}.tif") as im:
+                assert im.crs == src.crs and im.nodata == src.nodata
+                col, row = ~src.transform * (im.transform.c, im.transform.f)
+                win = Window(round(col), round(row), 128, 128)
+                assert im.transform == window_transform(win, src.transform)
+                np.testing.assert_array_equal(im.read(), src.read(window=win))
+                valid = ~(im.read() == src.nodata).all(0)
+            cm, ins = rasterize_labels(gdf, CLASS_FIELD, SYNTHETIC_CLASSES, window_transform(win, src.transform),
+                                       (128, 128))
+            cm[~valid] = 0
+            ins[~valid] = 0
+            with rasterio.open(root / "labels" / f"{chip_id}.tif") as lab:
+                np.testing.assert_array_equal(lab.read(1), cm)
+            for c in SYNTHETIC_CLASSES:
+                if not c.is_thing:
+                    continue
+                with rasterio.open(root / "labels2" / c.name / f"{chip_id}.tif") as li:
+                    ids = li.read(1)
+                sel = (cm == c.value) & (ins > 0)
+                assert (ids > 0).sum() == sel.sum()
+                # same partition: per-class 1..k numbering of the same instances
+                assert sorted(np.bincount(ids[ids > 0])[1:].tolist()) == sorted(
+                    np.bincount(ins[sel])[np.unique(ins[sel])].tolist())
+
+
+def test_png_chips_and_band_selection(scene4, tmp_path):
+    info = export_training_data(scene4.raster, scene4.labels, tmp_path / "png", class_field=CLASS_FIELD,
+                                class_table=SYNTHETIC_CLASSES, tile_size=128, chip_format="png", bands=[4, 1],
+                                progress=False)
+    assert info.band_names == ["nir", "red"]
+    first = tmp_path / "png" / "images" / "000000000.png"
+    with rasterio.open(first) as ds:
+        assert ds.count == 2 and ds.dtypes[0] == "uint16"
+        assert ds.transform.a == 0.5  # world file keeps the georeferencing
+    emd = json.loads((tmp_path / "png" / "esri_model_definition.emd").read_text())
+    assert emd["ExtractBands"] == [3, 0]
+
+
+def test_class_table_from_labels_and_thing_classes(scene4, tmp_path):
+    info = export_training_data(scene4.raster, scene4.labels, tmp_path / "auto", class_field=CLASS_FIELD,
+                                thing_classes=["building", "vehicle"], tile_size=128, progress=False)
+    table = info.class_table
+    assert table.names == sorted(table.names)
+    assert set(table.thing_names) == {"building", "vehicle"}
+
+
+def test_overwrite(scene4, tmp_path):
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "something.txt").write_text("x")
+    kw = dict(class_field=CLASS_FIELD, class_table=SYNTHETIC_CLASSES, tile_size=128, progress=False)
+    with pytest.raises(OutputExistsError, match="not empty"):
+        export_training_data(scene4.raster, scene4.labels, out, **kw)
+    assert not (out / "images").exists()
+    info = export_training_data(scene4.raster, scene4.labels, out, overwrite=True, **kw)
+    assert (out / "map.txt").exists() and info.n_chips > 0
+
+
+# ---- bad input: one test each, nothing written -------------------------------------------------
+def _kw():
+    return dict(class_field=CLASS_FIELD, class_table=SYNTHETIC_CLASSES, tile_size=128, progress=False)
+
+
+def test_labels_without_crs(scene4, tmp_path):
+    gdf = gpd.read_file(scene4.labels)
+    gdf = gdf.set_crs(None, allow_override=True)
+    with pytest.raises(DataError, match="no coordinate reference system"):
+        export_training_data(scene4.raster, gdf, tmp_path / "o", **_kw())
+    assert not (tmp_path / "o").exists()
+
+
+def test_labels_outside_raster(scene4, tmp_path):
+    gdf = gpd.read_file(scene4.labels)
+    gdf["geometry"] = gdf.geometry.translate(10000, 0)
+    with pytest.raises(DataError, match="do not overlap"):
+        export_training_data(scene4.raster, gdf, tmp_path / "o", **_kw())
+    assert not (tmp_path / "o").exists()
+
+
+def test_labels_reprojected(scene4, tmp_path):
+    gdf = gpd.read_file(scene4.labels).to_crs("EPSG:4326")
+    info = export_training_data(scene4.raster, gdf, tmp_path / "o", **_kw())
+    assert info.n_chips > 0
+
+
+def test_class_field_missing(scene4, tmp_path):
+    with pytest.raises(DataError, match="no field 'Classname'"):
+        export_training_data(scene4.raster, scene4.labels, tmp_path / "o", **{**_kw(), "class_field": "Classname"})
+    assert not (tmp_path / "o").exists()
+
+
+def test_label_class_not_in_table(scene4, tmp_path):
+    table = ClassTable([c for c in SYNTHETIC_CLASSES if c.name != "vehicle"])
+    with pytest.raises(DataError, match="'vehicle'"):
+        export_training_data(scene4.raster, scene4.labels, tmp_path / "o", **{**_kw(), "class_table": table})
+
+
+def test_corrupt_raster(scene4, tmp_path):
+    bad = tmp_path / "bad.tif"
+    bad.write_bytes(b"II*\x00" + b"\x00garbage" * 50)
+    with pytest.raises(DataError, match="cannot be read"):
+        export_training_data(bad, scene4.labels, tmp_path / "o", **_kw())
+
+
+def test_tile_larger_than_raster(scene4, tmp_path):
+    with pytest.raises(ArgumentError, match="larger than the raster"):
+        export_training_data(scene4.raster, scene4.labels, tmp_path / "o", **{**_kw(), "tile_size": 512})
+
+
+def test_bad_bands_and_format(scene4, tmp_path):
+    with pytest.raises(ArgumentError, match="band numbers"):
+        export_training_data(scene4.raster, scene4.labels, tmp_path / "o", **{**_kw(), "bands": [0]})
+    with pytest.raises(ArgumentError, match="chip_format"):
+        export_training_data(scene4.raster, scene4.labels, tmp_path / "o", **{**_kw(), "chip_format": "jpg"})
