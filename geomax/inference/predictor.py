@@ -185,9 +185,13 @@ class OracleTilePredictor:
         if self.view == "tile":
             pieces = np.zeros(inst.shape, np.int64)
             n_total = 0
-            for i in np.unique(inst[thing]).tolist():
-                comp, n = ndimage.label(thing & (inst == i))
-                pieces[comp > 0] = comp[comp > 0] + n_total
+            thing_inst = np.where(thing, inst, 0)
+            for i, box in enumerate(ndimage.find_objects(thing_inst), start=1):
+                if box is None:
+                    continue
+                comp, n = ndimage.label(thing_inst[box] == i)
+                sub = pieces[box]
+                sub[comp > 0] = comp[comp > 0] + n_total
                 n_total += n
             inst = pieces
         ids = np.unique(inst[thing])

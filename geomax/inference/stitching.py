@@ -202,7 +202,7 @@ class TileStitcher:
             self._bottom[col] = prov[t - o:, :].copy()
         rs, cs = g.core_slices(row, col)
         core = prov[rs, cs]
-        self._present[np.unique(core)] = True
+        self._present[core.ravel()] = True
         core_conf = np.where(core > 0, np.clip(np.rint(conf[rs, cs] * 100), 1, 100), 0).astype(np.uint8)
         self._next = (row, col + 1) if col + 1 < g.n_cols else (row + 1, 0)
         return core.astype(np.uint32), core_conf

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
+from itertools import chain
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,6 @@ import shapely.affinity
 from affine import Affine
 from rasterio.features import shapes
 from scipy import ndimage
-from shapely.geometry import shape as to_shape
 
 from ..data.classes import ClassTable
 from ..errors import ArgumentError
@@ -42,6 +42,17 @@ VECTOR_DRIVERS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSO
                   ".fgb": "FlatGeobuf", ".parquet": "Parquet"}
 
 _FOUR = ndimage.generate_binary_structure(2, 1)
+
+
+def _polygons(geojson_polygons: list[dict]) -> np.ndarray:
+    """GeoJSON-like polygons (as :func:`rasterio.features.shapes` yields them) -> shapely Polygons, vectorised."""
+    if not geojson_polygons:
+        return np.empty(0, dtype=object)
+    rings = [ring for g in geojson_polygons for ring in g["coordinates"]]
+    ring_poly = np.repeat(np.arange(len(geojson_polygons)), [len(g["coordinates"]) for g in geojson_polygons])
+    coords = np.array(list(chain.from_iterable(rings)), dtype=np.float64)
+    ring_idx = np.repeat(np.arange(len(rings)), [len(r) for r in rings])
+    return shapely.polygons(shapely.linearrings(coords, indices=ring_idx), indices=ring_poly)
 
 
 class PanopticVectorizer:
@@ -97,17 +108,20 @@ class PanopticVectorizer:
         labelled = class_block > 0
         lab = np.zeros((h, w), dtype=np.int32)
         keys: list[tuple[bool, int]] = [(False, 0)]
-        # things: one local label per instance id
+        # things: local label = instance id - (smallest id in the block) + 1 (ids of a block span a
+        # narrow range, so counting by bincount is cheap and needs no sort)
         thing_px = labelled & (inst > 0)
         if thing_px.any():
-            ids, inv = np.unique(inst[thing_px], return_inverse=True)
-            lab[thing_px] = inv.astype(np.int32) + 1
-            first_cls = np.zeros(len(ids), dtype=np.int64)
-            first_cls[inv] = class_block[thing_px]
-            for i, c in zip(ids.tolist(), first_cls.tolist()):
-                keys.append((True, i))
-                if i not in self._thing_stats:
-                    self._thing_stats[i] = [c, 0, 0.0]
+            ids_px = inst[thing_px]
+            lo, hi = int(ids_px.min()), int(ids_px.max())
+            lab[thing_px] = (ids_px - (lo - 1)).astype(np.int32)
+            cls_of = np.zeros(hi - lo + 2, dtype=np.int64)
+            cls_of[ids_px - (lo - 1)] = class_block[thing_px]
+            keys.extend((True, i) for i in range(lo, hi + 1))
+            for i in np.flatnonzero(cls_of).tolist():
+                iid = i + lo - 1
+                if iid not in self._thing_stats:
+                    self._thing_stats[iid] = [int(cls_of[i]), 0, 0.0]
         # stuff: one local label per 4-connected region of one class
         stuff_px = labelled & (inst == 0)
         stuff_ids = np.zeros((h, w), dtype=np.int64)
@@ -129,7 +143,9 @@ class PanopticVectorizer:
         n_lab = len(keys)
         counts = np.bincount(lab.ravel(), minlength=n_lab)
         sums = np.bincount(lab.ravel(), weights=conf.ravel(), minlength=n_lab)
-        for k in range(1, n_lab):
+        for k in np.flatnonzero(counts).tolist():
+            if k == 0:
+                continue
             is_thing, key = keys[k]
             if is_thing:
                 st = self._thing_stats[key]
@@ -139,10 +155,9 @@ class PanopticVectorizer:
                 self._stuff_count[key] += int(counts[k])
                 self._stuff_conf[key] += float(sums[k])
         if n_lab > 1:
-            for geom, value in shapes(lab, mask=lab > 0, connectivity=4,
-                                      transform=Affine.translation(col_off, row_off)):
+            found = list(shapes(lab, mask=lab > 0, connectivity=4, transform=Affine.translation(col_off, row_off)))
+            for poly, (_, value) in zip(_polygons([g for g, _ in found]), found):
                 is_thing, key = keys[int(value)]
-                poly = to_shape(geom)
                 if is_thing:
                     self._thing_polys[key].append(poly)
                 else:
