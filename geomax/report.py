@@ -109,26 +109,11 @@ def scene_overview(
 
 
 def _panoptic_rgb(rgb: np.ndarray, class_map: np.ndarray, instance_map: np.ndarray, class_table: ClassTable,
-                  alpha: float = 0.55) -> np.ndarray:
-    """Stuff and things tinted by class colour over the image, thing instances outlined in white."""
-    colors = np.zeros((max(class_table.values) + 1, 3), np.float32)
-    for c in class_table:
-        colors[c.value] = np.asarray(c.color, np.float32) / 255.0
-    cm = np.clip(class_map, 0, colors.shape[0] - 1)
-    tint = colors[cm]
-    labelled = class_map > 0
-    out = rgb.copy()
-    out[labelled] = (1 - alpha) * rgb[labelled] + alpha * tint[labelled]
-    # instance outlines: a thing pixel whose 4-neighbour has another (class, instance)
-    key = class_map.astype(np.int64) * 1_000_003 + instance_map
-    edge = np.zeros(class_map.shape, bool)
-    edge[1:, :] |= key[1:, :] != key[:-1, :]
-    edge[:-1, :] |= key[:-1, :] != key[1:, :]
-    edge[:, 1:] |= key[:, 1:] != key[:, :-1]
-    edge[:, :-1] |= key[:, :-1] != key[:, 1:]
-    thing = np.isin(class_map, class_table.thing_values) & (instance_map > 0)
-    out[edge & thing] = 1.0
-    return out
+                  alpha: float = 0.5) -> np.ndarray:
+    """Stuff tinted by class colour, each thing instance tinted and outlined in its own colour."""
+    from .viz import panoptic_overlay
+
+    return panoptic_overlay(rgb.copy(), class_map, np.where(class_map > 0, instance_map, 0), class_table, alpha=alpha)
 
 
 def plot_scene_panels(overview: dict, class_table: ClassTable, title: str = "test scene"):
