@@ -255,3 +255,10 @@ def test_chip_size_larger_than_chips(arcgis_export):
 def test_unknown_argument(arcgis_export):
     with pytest.raises(ArgumentError, match="Unknown arguments"):
         prepare_data(arcgis_export, chipsize=64)
+
+
+def test_several_folders(export4, arcgis_export):
+    data = prepare_data([export4.out_folder, export4.out_folder], transforms=False, val_split_pct=0.25)
+    assert len(data.train.dataset) + len(data.valid.dataset) == 2 * export4.n_chips
+    with pytest.raises(DataError, match="same class table"):
+        prepare_data([export4.out_folder, arcgis_export])
