@@ -260,6 +260,8 @@ def predict_raster(
     if out_features is not None and out_features.suffix.lower() not in VECTOR_DRIVERS:
         raise ArgumentError(f"out_features '{out_features}': unknown extension '{out_features.suffix}'. "
                             f"Use one of {sorted(VECTOR_DRIVERS)} (.gpkg recommended).")
+    if out_raster.resolve() == in_raster.resolve():
+        raise ArgumentError(f"out_raster is the input raster '{in_raster}'; choose another output name.")
     if out_features is not None and out_features.resolve() == out_raster.resolve():
         raise ArgumentError("out_features and out_raster are the same file.")
 

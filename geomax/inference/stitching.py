@@ -154,6 +154,8 @@ class TileStitcher:
         top = int(max(local.max(), seg_map.max()))
         if local.min() < 1:
             raise ModelError("The predictor returned a segment with id < 1; segment ids start at 1 (0 = void).")
+        if self.uf.n + len(local) >= np.iinfo(np.uint32).max:
+            raise ModelError("More than 4 billion segments in one raster; split the raster into parts.")
         first = self.uf.add(len(local))
         self._grow(self.uf.n)
         lut = np.zeros(top + 1, dtype=np.int64)
@@ -198,8 +200,9 @@ class TileStitcher:
             for a, b in pairs:
                 self.uf.union(a, b)
             self.n_merges += len(pairs)
-            self._right = prov[:, t - o:].copy()
-            self._bottom[col] = prov[t - o:, :].copy()
+            # uint32 like the scratch raster: half the memory of the strip state
+            self._right = prov[:, t - o:].astype(np.uint32)
+            self._bottom[col] = prov[t - o:, :].astype(np.uint32)
         rs, cs = g.core_slices(row, col)
         core = prov[rs, cs]
         self._present[core.ravel()] = True
