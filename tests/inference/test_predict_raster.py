@@ -279,6 +279,8 @@ def test_bad_inputs_and_outputs(scene, tmp_path):
     blocker.write_text("x")
     with pytest.raises(ArgumentError, match="writable"):
         predict_raster(orc, scene.image, blocker / "sub" / "out.tif", tile_size=64, overlap=16, progress=False)
+    with pytest.raises(ArgumentError, match="is the input raster"):
+        predict_raster(orc, scene.image, scene.image, tile_size=64, overlap=16, overwrite=True, progress=False)
     with pytest.raises(ModelError, match="not a per-tile predictor"):
         predict_raster(object(), scene.image, tmp_path / "out.tif", progress=False)
     with pytest.raises(ModelError, match="does not exist"):
@@ -337,3 +339,19 @@ def test_synthetic_scene_no_object_split(tmp_path):
     gdf = gpd.read_file(res.out_features)
     assert (gdf.instance_id > 0).sum() == res.n_instances
     assert gdf.area.sum() == pytest.approx((cls > 0).sum() * abs(info.transform.a * info.transform.e))
+
+
+def test_vectorize_raster_reads_back_the_same_features(scene, tmp_path):
+    from geomax.inference.vectorize import vectorize_raster
+
+    res = predict_raster(oracle(scene, view="tile"), scene.image, tmp_path / "out.tif", tmp_path / "out.gpkg",
+                         tile_size=96, overlap=32, progress=False)
+    again = vectorize_raster(res.out_raster, CLASSES, block_size=50)  # other block borders, same features
+    first = gpd.read_file(res.out_features)
+    key = ["instance_id", "class_value", "area"]
+    assert len(again) == len(first)
+    a = again.sort_values(key).reset_index(drop=True)
+    b = first.sort_values(key).reset_index(drop=True)
+    assert np.array_equal(a[key].to_numpy(), b[key].to_numpy())
+    assert np.allclose(a.geometry.area, b.geometry.area)
+    assert a.geometry.geom_equals(b.geometry).all()
