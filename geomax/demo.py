@@ -84,6 +84,11 @@ class TimeBudget:
                 if self._used() + self._valid_time >= self.seconds:
                     raise CancelTrainException()
 
+            def after_cancel_train(self):
+                # fastai's Recorder drops the train loss of a cancelled epoch; keep it (mean of the batches run)
+                if hasattr(self.learn, "recorder"):
+                    self.learn.recorder.cancel_train = False
+
             def before_validate(self):
                 self._valid_start = time.monotonic()
 

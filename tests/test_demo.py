@@ -1,0 +1,132 @@
+"""Tests of the demo: the wall-clock training budget, the output-folder rule, a tiny demo run, the full demo (slow)."""
+import json
+import time
+
+import pytest
+import torch
+
+from geomax.demo import TimeBudget, check_output_folder, run_demo
+from geomax.errors import ArgumentError, OutputExistsError
+
+
+def _toy_learner(delay: float):
+    """A fastai Learner on random tensors whose every batch takes at least ``delay`` seconds."""
+    import fastai.callback.schedule  # noqa: F401
+    from fastai.data.core import DataLoaders
+    from fastai.learner import Learner
+    from torch.utils.data import DataLoader, TensorDataset
+
+    class Slow(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 1)
+
+        def forward(self, x):
+            time.sleep(delay)
+            return self.lin(x)
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randn(64, 1, generator=g)
+    train = DataLoader(TensorDataset(x[:48], y[:48]), batch_size=8)
+    valid = DataLoader(TensorDataset(x[48:], y[48:]), batch_size=8)
+    learn = Learner(DataLoaders(train, valid), Slow(), loss_func=torch.nn.functional.mse_loss)
+    learn.logger = lambda *a, **k: None
+    return learn
+
+
+def test_time_budget_stops_training_on_time_and_drives_one_cycle():
+    learn = _toy_learner(delay=0.02)  # 6 batches per epoch -> >= 0.12 s per epoch
+    budget = TimeBudget(1.0, verbose=False)
+    lrs = []
+
+    from fastai.callback.core import Callback
+
+    class LrLog(Callback):
+        order = 70
+
+        def before_batch(self):
+            if self.training:
+                lrs.append(self.opt.hypers[-1]["lr"])
+
+    t0 = time.monotonic()
+    with learn.no_bar():
+        learn.fit_one_cycle(10_000, 1e-2, cbs=[budget, LrLog()])
+    took = time.monotonic() - t0
+    assert 1.0 <= took < 3.0
+    assert budget.epochs_done >= 2 and budget.epochs_done == len(learn.recorder.values)
+    assert len(budget.batch_losses) == len(lrs) > 6
+    # the one-cycle schedule follows the clock: it warms up, peaks, then anneals to near zero at the end
+    peak = max(lrs)
+    assert lrs[0] < 0.2 * peak and lrs[-1] < 0.2 * peak
+    assert 0.05 < lrs.index(peak) / len(lrs) < 0.6
+    # the last epoch was validated and recorded
+    assert all(len(v) == 2 for v in learn.recorder.values)  # train and valid loss, the cut epoch too
+
+
+def test_time_budget_rejects_non_positive_budget():
+    with pytest.raises(ArgumentError):
+        TimeBudget(0)
+
+
+def test_check_output_folder(tmp_path):
+    out = tmp_path / "run"
+    assert check_output_folder(out) == out and out.is_dir()
+    (out / "sub").mkdir()
+    (out / "sub" / "a.txt").write_text("a")
+    (out / "b.txt").write_text("b")
+    with pytest.raises(OutputExistsError, match="overwrite"):
+        check_output_folder(out)
+    assert (out / "b.txt").exists()
+    check_output_folder(out, overwrite=True)
+    assert out.is_dir() and not any(out.iterdir())
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ArgumentError):
+        check_output_folder(tmp_path / "file")
+
+
+def test_run_demo_rejects_bad_settings_before_writing(tmp_path):
+    with pytest.raises(ArgumentError, match="train_minutes"):
+        run_demo(tmp_path / "a", train_minutes=0)
+    with pytest.raises(ArgumentError, match="scene_size"):
+        run_demo(tmp_path / "b", scene_size=100, chip_size=128)
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+
+
+def test_tiny_demo_end_to_end(tmp_path):
+    """The whole pipeline with the tiny variant and a 15-second budget: every output, a report with pictures."""
+    out = tmp_path / "demo"
+    t0 = time.monotonic()
+    result = run_demo(out, quick=True, train_minutes=0.25, scene_size=256, test_size=256, chip_size=128,
+                      batch_size=4, backbone="max_deeplab_tiny", verbose=False)
+    assert time.monotonic() - t0 < 120
+    paths = result["paths"]
+    for key in ("train_raster", "test_raster", "test_labels", "prediction_raster", "prediction_features",
+                "report", "metrics"):
+        assert (out / paths[key].split("/demo/", 1)[-1]).exists() or __import__("pathlib").Path(paths[key]).exists()
+    import pathlib
+
+    model_dir = pathlib.Path(paths["model"])
+    assert list(model_dir.glob("*.emd")) and list(model_dir.glob("*.dlpk"))
+    html = pathlib.Path(paths["report"]).read_text()
+    assert html.count("<img src='data:image/png;base64,") >= 2
+    assert "Panoptic quality on the test scene" in html and "Timings" in html
+    for png in ("report_loss.png", "report_scene.png"):
+        assert (out / png).stat().st_size > 1000
+    m = result["metrics"]
+    assert set(m) >= {"all", "things", "stuff", "per_class"}
+    assert result["training"]["epochs"] >= 1 and result["training"]["batches"] >= 1
+    assert result["timings"]["train"] < 0.25 * 60 + 30
+    saved = json.loads(pathlib.Path(paths["metrics"]).read_text())
+    assert saved["settings"]["backbone"] == "max_deeplab_tiny"
+    # the same folder again is refused
+    with pytest.raises(OutputExistsError):
+        run_demo(out, quick=True, train_minutes=0.25, scene_size=256, test_size=256, chip_size=128,
+                 backbone="max_deeplab_tiny", verbose=False)
+
+
+@pytest.mark.slow
+def test_full_demo_reaches_pq_0_5_within_15_minutes(tmp_path):
+    t0 = time.monotonic()
+    result = run_demo(tmp_path / "full", verbose=True)
+    assert time.monotonic() - t0 < 15 * 60
+    assert result["metrics"]["all"]["pq"] >= 0.5
