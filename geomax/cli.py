@@ -274,7 +274,8 @@ def describe_path(path: Path) -> str:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    result = run_demo(args.out, quick=args.quick, train_minutes=args.minutes, scene_size=args.scene_size,
+    result = run_demo(args.out, quick=args.quick, train_minutes=args.minutes, total_minutes=args.total_minutes,
+                      scene_size=args.scene_size,
                       test_size=args.test_size, seed=args.seed, backbone=args.backbone, overwrite=args.overwrite,
                       num_threads=args.threads, verbose=True)
     if args.min_pq is not None and not result["metrics"]["all"]["pq"] >= args.min_pq:
@@ -425,11 +426,15 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=_examples("""
                            geomax demo --out demo_run                    # about 15 minutes on 2 CPU cores
                            geomax demo --out demo_quick --quick          # a few minutes, lower PQ
-                           geomax demo --out demo_long --minutes 30      # longer training
+                           geomax demo --out demo_long --minutes 30      # train for 30 minutes
+                           geomax demo --out demo_ci --total-minutes 10 --min-pq 0.5
                        """))
     p.add_argument("--out", required=True, help="output folder (new or empty unless --overwrite)")
     p.add_argument("--quick", action="store_true", help="small scenes and a short training (a few minutes)")
-    p.add_argument("--minutes", type=_positive_float, help="training budget in minutes (default 9; 1.5 with --quick)")
+    p.add_argument("--minutes", type=_positive_float, help="training budget in minutes (default: whatever keeps the "
+                   "whole run within --total-minutes)")
+    p.add_argument("--total-minutes", type=_positive_float, help="target for the whole run when --minutes is not "
+                   "given (default 14; 3 with --quick)")
     p.add_argument("--scene-size", type=_positive_int, help="training scene side in pixels")
     p.add_argument("--test-size", type=_positive_int, help="test scene side in pixels")
     p.add_argument("--seed", type=int, default=0, help="seed of the scenes (test scene: seed + 1000)")

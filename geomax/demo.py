@@ -21,11 +21,11 @@ from .errors import ArgumentError, OutputExistsError
 __all__ = ["run_demo", "TimeBudget", "DEMO_DEFAULTS", "QUICK_DEFAULTS", "check_output_folder"]
 
 #: Settings of the full demo (about 15 minutes on 2 CPU cores).
-DEMO_DEFAULTS: dict[str, Any] = dict(train_minutes=9.0, scene_size=1536, test_size=1024, chip_size=128,
-                                     batch_size=8, lr=1e-3, bands=4)
+DEMO_DEFAULTS: dict[str, Any] = dict(total_minutes=14.0, train_minutes=None, scene_size=1536, test_size=1024,
+                                     chip_size=128, batch_size=8, lr=1e-3, bands=4)
 #: Settings of ``--quick`` (a few minutes).
-QUICK_DEFAULTS: dict[str, Any] = dict(train_minutes=1.5, scene_size=768, test_size=512, chip_size=128,
-                                      batch_size=8, lr=1e-3, bands=4)
+QUICK_DEFAULTS: dict[str, Any] = dict(total_minutes=3.0, train_minutes=None, scene_size=768, test_size=512,
+                                      chip_size=128, batch_size=8, lr=1e-3, bands=4)
 
 
 class TimeBudget:
@@ -165,6 +165,7 @@ def run_demo(
     out_dir: str | os.PathLike,
     quick: bool = False,
     train_minutes: float | None = None,
+    total_minutes: float | None = None,
     scene_size: int | None = None,
     test_size: int | None = None,
     chip_size: int | None = None,
@@ -194,7 +195,12 @@ def run_demo(
     quick:
         Smaller scenes and a short budget (:data:`QUICK_DEFAULTS`, a few minutes).
     train_minutes:
-        Wall-clock training budget (default 9, or 1.5 with ``quick``).
+        Wall-clock training budget. Default: what is left of ``total_minutes`` once
+        the other steps are done or estimated (the time to predict the test scene is
+        estimated by timing the network on a few tiles before training).
+    total_minutes:
+        Target for the whole run when ``train_minutes`` is not given (default 14,
+        3 with ``quick``).
     scene_size, test_size:
         Sides in pixels of the training and test scenes.
     chip_size, batch_size, lr:
@@ -230,7 +236,7 @@ def run_demo(
         A setting is out of range.
     """
     settings = dict(QUICK_DEFAULTS if quick else DEMO_DEFAULTS)
-    for key, value in dict(train_minutes=train_minutes, scene_size=scene_size, test_size=test_size,
+    for key, value in dict(train_minutes=train_minutes, total_minutes=total_minutes, scene_size=scene_size, test_size=test_size,
                            chip_size=chip_size, batch_size=batch_size, lr=lr, bands=bands).items():
         if value is not None:
             settings[key] = value
@@ -276,6 +282,19 @@ def run_demo(
         n_train, n_valid = len(data.train_ds), len(data.valid_ds)
     with _Timer(timings, "train", verbose):
         model = MaXDeepLab(data, backbone=backbone)
+        if settings["train_minutes"] is None:
+            reserve = _estimate_remaining_steps(model, paths["test_raster"], settings, n_valid, tile_size, overlap)
+            left = 60.0 * settings["total_minutes"] - (time.monotonic() - t_start) - reserve
+            if left < 30.0:
+                import warnings
+
+                warnings.warn(f"total_minutes={settings['total_minutes']} leaves {left:.0f} s for training on this "
+                              "machine; training for 30 s, so the run will take longer than asked.")
+                left = 30.0
+            settings["train_minutes"] = round(left / 60.0, 2)
+            if verbose:
+                print(f"   other steps estimated at {reserve:.0f} s: training gets {_clock(left)} of the "
+                      f"{settings['total_minutes']:g} min", flush=True)
         budget = TimeBudget(60.0 * settings["train_minutes"], verbose=verbose)
         if verbose:
             print(f"   {model!r}\n   {n_train} training chips, {n_valid} validation chips, "
@@ -322,6 +341,38 @@ def run_demo(
     return result
 
 
+def _estimate_remaining_steps(model, test_raster, settings: dict, n_valid: int, tile_size, overlap: int) -> float:
+    """Seconds the steps after training will take: predicting the test scene, saving, evaluating, the report.
+
+    Times the (untrained) network on a batch of tiles of the size ``predict_raster``
+    will use; the cost of a forward pass does not depend on the weights.
+    """
+    import numpy as np
+    import rasterio
+
+    from .inference.tiling import TileGrid
+
+    m = model.tile_multiple
+    tile = tile_size or max(m, int(round(2 * model.chip_size / m)) * m)
+    with rasterio.open(test_raster) as src:
+        grid = TileGrid(src.height, src.width, tile, min(overlap, tile // 2))
+        n_tiles = len(grid)
+        dtype = src.dtypes[0]
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(1, 200, size=(4, model.n_bands, tile, tile)).astype(dtype)
+    times = []
+    for _ in range(2):  # the first call includes one-off set-up costs
+        t0 = time.monotonic()
+        model.predict_tiles(tiles)
+        times.append(time.monotonic() - t0)
+    per_tile = min(times) / 4
+    per_chip = per_tile * (settings["chip_size"] / tile) ** 2
+    predict = 1.3 * n_tiles * per_tile + 5.0           # stitching, COG and polygons on top of the network
+    save = 2.5 * n_valid * per_chip + 10.0              # metrics + sample pictures of the validation chips
+    last_epoch = n_valid * per_chip * 1.5 + 5.0         # the budget may run over by one validation pass
+    return predict + save + last_epoch + 20.0           # evaluation and report
+
+
 def _json_default(o):
     if hasattr(o, "item"):
         return o.item()
@@ -331,8 +382,10 @@ def _json_default(o):
 
 
 def _check_settings(s: dict) -> None:
-    if not s["train_minutes"] > 0:
+    if s["train_minutes"] is not None and not s["train_minutes"] > 0:
         raise ArgumentError(f"train_minutes must be positive, got {s['train_minutes']}.")
+    if not s["total_minutes"] > 0:
+        raise ArgumentError(f"total_minutes must be positive, got {s['total_minutes']}.")
     if s["chip_size"] % 16 or s["chip_size"] < 64:
         raise ArgumentError(f"chip_size must be a multiple of 16 and at least 64, got {s['chip_size']}.")
     for key in ("scene_size", "test_size"):
