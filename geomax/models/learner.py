@@ -314,9 +314,10 @@ class MaXDeepLab:
                 print(f"already trained {start_epoch} of {epochs} epochs: nothing to resume")
                 return
         if checkpoint:
-            cbs += [SaveModelCallback(monitor=monitor, fname="geomax_best", with_opt=False), resume_cb]
+            cbs += [_skipping(SaveModelCallback, start_epoch)(monitor=monitor, fname="geomax_best", with_opt=False),
+                    resume_cb]
         if early_stopping:
-            cbs.append(EarlyStoppingCallback(monitor=monitor, patience=patience))
+            cbs.append(_skipping(EarlyStoppingCallback, start_epoch)(monitor=monitor, patience=patience))
         if torch.cuda.is_available():
             self.learn.to_fp16()
         if one_cycle:
@@ -724,6 +725,19 @@ class _quiet_plot:
         return False
 
 
+def _skipping(tracker_cls, start_epoch: int):
+    """A fastai tracker callback that ignores the epochs a resumed run skips (they log no values)."""
+    if not start_epoch:
+        return tracker_cls
+
+    class _Skipping(tracker_cls):
+        def after_epoch(self):
+            if self.epoch >= start_epoch:
+                super().after_epoch()
+
+    return _Skipping
+
+
 class _LastEpochCheckpoint:
     """fastai callback: save weights + optimiser after every epoch so ``fit(resume=True)`` can continue."""
 
@@ -737,6 +751,8 @@ class _LastEpochCheckpoint:
                 self.fname = fname
 
             def after_epoch(self):
+                if not self.learn.recorder.values:  # an epoch skipped by a resumed run: nothing new to save
+                    return
                 self.learn.save(self.fname, with_opt=True)
                 meta = Path(self.learn.path) / self.learn.model_dir / f"{self.fname}.json"
                 meta.write_text(json.dumps({"epochs_done": self.epoch + 1, "n_epoch": self.n_epoch}))
