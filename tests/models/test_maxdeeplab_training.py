@@ -59,7 +59,8 @@ def test_gradient_reaches_every_attention_type_and_every_head():
             # P2P: axial attention along both axes, positional tables and qkv
             for axis in (block.attention.height, block.attention.width):
                 for p in (axis.rpe_query, axis.rpe_key, axis.rpe_value, axis.qkv.weight,
-                          axis.similarity_bn.weight):
+                          axis.content_bn.weight, axis.query_pos_bn.weight,
+                          axis.key_pos_bn.weight, axis.value_pos_bn.weight):
                     assert _grad_ok(p), "P2P"
             # M2P + M2M: memory attention over pixel and memory keys
             assert _grad_ok(dpt.memory_attention.logit_bn.weight), "M2P/M2M"

@@ -77,10 +77,15 @@ class AxialAttention(nn.Module):
         self.rpe_query = nn.Parameter(torch.randn(n_rel, self.dk))
         self.rpe_key = nn.Parameter(torch.randn(n_rel, self.dk))
         self.rpe_value = nn.Parameter(torch.randn(n_rel, self.dv))
-        # BN of the three similarity terms (content, query-rpe, key-rpe), one channel per head each.
-        self.similarity_bn = nn.BatchNorm2d(3 * num_heads)
-        # BN of the two retrieved terms (content value, rpe value).
-        self.output_bn = nn.BatchNorm2d(2 * value_channels)
+        # BN of each similarity term (content, query-rpe, key-rpe), one channel per head.
+        # (Separate modules rather than one BN over a concatenation: same statistics,
+        # no concatenation copy.)
+        self.content_bn = nn.BatchNorm2d(num_heads)
+        self.query_pos_bn = nn.BatchNorm2d(num_heads)
+        self.key_pos_bn = nn.BatchNorm2d(num_heads)
+        # BN of the two retrieved terms (content value, rpe value), per value channel.
+        self.value_bn = nn.BatchNorm2d(value_channels)
+        self.value_pos_bn = nn.BatchNorm2d(value_channels)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, C_in, H, W) -> (B, value_channels, H, W), non-activated."""
@@ -109,21 +114,23 @@ class AxialAttention(nn.Module):
         query_pos = torch.einsum("nhid,ijd->nhij", q, r_q)
         # key_pos[i, j] = k_j . r_k(j - i) (Axial-DeepLab, eq. 2).
         key_pos = torch.einsum("nhjd,ijd->nhij", k, r_k)
-        logits = torch.cat([content, query_pos, key_pos], dim=1)  # (n, 3h, L, L)
-        logits = self.similarity_bn(logits).reshape(n, 3, heads, length, length).sum(1)
+        logits = self.content_bn(content) + self.query_pos_bn(query_pos) \
+            + self.key_pos_bn(key_pos)
         attn = torch.softmax(logits, dim=-1)
 
         out_content = torch.matmul(attn, v)  # (n, h, L, dv)
         out_pos = torch.einsum("nhij,ijd->nhid", attn, r_v)
-        out = torch.cat([out_content, out_pos], dim=1)  # (n, 2h, L, dv)
-        # back to (B, 2 * value_channels, H, W)
+        return self.value_bn(self._to_image(out_content, b, h, w)) \
+            + self.value_pos_bn(self._to_image(out_pos, b, h, w))
+
+    def _to_image(self, out: torch.Tensor, b: int, h: int, w: int) -> torch.Tensor:
+        """(B*other, heads, L, dv) -> (B, heads * dv, H, W)."""
+        heads, dv = self.num_heads, self.dv
         if self.axis == "height":
-            out = out.reshape(b, w, 2 * heads, h, dv).permute(0, 2, 4, 3, 1)
+            out = out.reshape(b, w, heads, h, dv).permute(0, 2, 4, 3, 1)
         else:
-            out = out.reshape(b, h, 2 * heads, w, dv).permute(0, 2, 4, 1, 3)
-        out = out.reshape(b, 2 * heads * dv, h, w)
-        out = self.output_bn(out)
-        return out[:, : self.value_channels] + out[:, self.value_channels:]
+            out = out.reshape(b, h, heads, w, dv).permute(0, 2, 4, 1, 3)
+        return out.reshape(b, heads * dv, h, w)
 
 
 class AxialAttention2D(nn.Module):
