@@ -21,6 +21,7 @@ import tempfile
 import time
 import uuid
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -298,47 +299,69 @@ def predict_raster(
                 done = 0
                 with rasterio.open(ids_path, "w", **scratch_profile(src, "uint32")) as ids_dst, \
                         rasterio.open(conf_path, "w", **scratch_profile(src, "uint8")) as conf_dst:
-                    pending: list = []
+                    # The predictor works on batch k+1 (in a worker thread: GPU kernels and
+                    # torch release the GIL) while this thread stitches and writes batch k
+                    # and reads the tiles of batch k+2.
+                    def call(tiles, valid, kw):
+                        t0 = time.perf_counter()
+                        out = predictor.predict_tiles(tiles, valid, **kw)
+                        timings["predict"] += time.perf_counter() - t0
+                        return out
 
-                    def flush():
+                    def submit(batch):
+                        todo = [p for p in batch if p[4].any()]  # all-no-data tiles skip the predictor
+                        if not todo:
+                            return batch, todo, None
+                        kw = dict(predict_kwargs)
+                        if takes_windows:
+                            kw["windows"] = [p[2] for p in todo]
+                        tiles = np.stack([p[3] for p in todo])
+                        valid = np.stack([p[4] for p in todo])
+                        return batch, todo, pool.submit(call, tiles, valid, kw)
+
+                    def complete(item):
                         nonlocal done
-                        todo = [p for p in pending if p[4].any()]
+                        batch, todo, future = item
                         results = {}
-                        if todo:
-                            t0 = time.perf_counter()
-                            tiles = np.stack([p[3] for p in todo])
-                            valid = np.stack([p[4] for p in todo])
-                            kw = dict(predict_kwargs)
-                            if takes_windows:
-                                kw["windows"] = [p[2] for p in todo]
-                            out = predictor.predict_tiles(tiles, valid, **kw)
-                            timings["predict"] += time.perf_counter() - t0
+                        if future is not None:
+                            out = future.result()
                             if len(out) != len(todo):
                                 raise ModelError(f"predict_tiles returned {len(out)} results for {len(todo)} tiles.")
                             results = {(p[0], p[1]): r for p, r in zip(todo, out)}
                         t0 = time.perf_counter()
-                        for r, c, _, _, valid_tile in pending:
+                        for r, c, _, _, valid_tile in batch:
                             core_ids, core_conf = stitcher.add_tile(r, c, results.get((r, c)), valid_tile)
                             win = grid.core_window(r, c)
                             ids_dst.write(core_ids, 1, window=win)
                             conf_dst.write(core_conf, 1, window=win)
                         timings["stitch"] += time.perf_counter() - t0
-                        done += len(pending)
-                        pending.clear()
+                        done += len(batch)
                         if pbar is not None:
                             pbar.comment = f"tiles {done}/{len(grid)}"
                             pbar.update(done)
 
-                    for r, c in grid:
-                        t0 = time.perf_counter()
-                        win = grid.tile_window(r, c)
-                        data, valid = reader.read(win)
-                        timings["read"] += time.perf_counter() - t0
-                        pending.append((r, c, win, data, valid))
-                        if len(pending) == batch_size:
-                            flush()
-                    if pending:
-                        flush()
+                    pending: list = []
+                    in_flight = None
+                    with ThreadPoolExecutor(max_workers=1) as pool:
+                        try:
+                            for r, c in grid:
+                                t0 = time.perf_counter()
+                                win = grid.tile_window(r, c)
+                                data, valid = reader.read(win)
+                                timings["read"] += time.perf_counter() - t0
+                                pending.append((r, c, win, data, valid))
+                                if len(pending) == batch_size or (r, c) == (grid.n_rows - 1, grid.n_cols - 1):
+                                    item = submit(pending)
+                                    pending = []
+                                    if in_flight is not None:
+                                        complete(in_flight)
+                                    in_flight = item
+                            if in_flight is not None:
+                                complete(in_flight)
+                        except BaseException:
+                            if in_flight is not None and in_flight[2] is not None:
+                                in_flight[2].cancel()
+                            raise
 
                 # ---- final ids, block rewrite and polygons ---------------------------------
                 t0 = time.perf_counter()
