@@ -240,6 +240,10 @@ def predict_raster(
     t_start = time.perf_counter()
     in_raster, out_raster = Path(in_raster), Path(out_raster)
     out_features = Path(out_features) if out_features is not None else None
+    for out, what in ((out_raster, "output raster"), (out_features, "output features")):
+        if out is not None and out.exists() and not overwrite:  # before loading a model or reading anything
+            raise OutputExistsError(f"The {what} '{out}' already exists. Pass overwrite=True to replace it, "
+                                    "or choose another name.")
     predictor = _resolve_model(model)
 
     # ---- arguments ------------------------------------------------------------------
