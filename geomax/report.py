@@ -167,7 +167,7 @@ def plot_losses(history: Sequence[dict], batch_losses: Sequence[float] | None = 
             ax2.plot(xs, [np.nan if v is None else v for v in pq], "^--", color="#d62728", label="validation PQ")
             ax2.set_ylabel("validation PQ")
             ax2.set_ylim(0, 1)
-            ax2.legend(loc="upper center")
+            ax2.legend(loc="center right")
         if not n_batches:
             ax.set_xlabel("epoch")
     ax.set_ylabel("loss")
