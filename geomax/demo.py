@@ -70,7 +70,7 @@ class TimeBudget:
                 return time.monotonic() - self._start
 
             def before_fit(self):
-                self._start = time.monotonic()
+                self._start = self._last_print = time.monotonic()
                 self.batch_losses, self.epochs_done = [], 0
 
             def before_batch(self):
@@ -81,6 +81,11 @@ class TimeBudget:
                 if not self.training:
                     return
                 self.batch_losses.append(float(self.learn.smooth_loss))
+                if self.verbose and time.monotonic() - self._last_print >= 60.0:
+                    self._last_print = time.monotonic()
+                    print(f"   batch {len(self.batch_losses)} (epoch {self.epoch + 1}, {self.iter + 1}/{self.n_iter}): "
+                          f"loss {self.batch_losses[-1]:.4f}  [{_clock(self._used())} of {_clock(self.seconds)}]",
+                          flush=True)
                 if self._used() + self._valid_time >= self.seconds:
                     raise CancelTrainException()
 
