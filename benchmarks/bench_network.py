@@ -154,7 +154,8 @@ def main() -> None:
 
     profile = None
     target = [r for r in runs if r["variant"] == "max_deeplab_cpu" and r["size"] == 512]
-    if target and target[0]["fraction_of_local_matmul"] < 1 / 3:
+    if target and min(target[0]["fraction_of_local_matmul"],
+                      target[0]["fraction_of_matmul_peak"]) < 1 / 3:
         model = build_maxdeeplab("max_deeplab_cpu", args.bands, args.classes)
         profile = profile_forward(model, torch.randn(2, args.bands, 512, 512))
 

@@ -98,7 +98,8 @@ class DualPathTransformerLayer(nn.Module):
         b, length, _ = x.shape
         return x.reshape(b, length, self.num_heads, channels // self.num_heads).transpose(1, 2)
 
-    def forward(self, pixel: torch.Tensor, memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, pixel: torch.Tensor, memory: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Update both paths.
 
         Parameters

@@ -278,8 +278,9 @@ class MaXDeepLabNetwork(nn.Module):
             if key not in own:
                 skipped.append(key)
                 continue
-            if key == first_key and value.shape != own[key].shape and value.ndim == 4 \
-                    and value.shape[0] == own[key].shape[0] and value.shape[2:] == own[key].shape[2:]:
+            target = own[key].shape
+            if key == first_key and value.shape != target and value.ndim == 4 \
+                    and value.shape[0] == target[0] and value.shape[2:] == target[2:]:
                 value = adapt_first_conv_weight(value, self.in_channels)
             if value.shape != own[key].shape:
                 skipped.append(key)

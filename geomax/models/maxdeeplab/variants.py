@@ -10,7 +10,9 @@ variant             use
 ==================  ==========================================================
 ``max_deeplab_s``   the paper's MaX-DeepLab-S (about 62 M parameters without
                     the auxiliary semantic head)
-``max_deeplab_l``   wide backbone (2x widths), stacked decoder (L = 2), larger memory
+``max_deeplab_l``   wide backbone (2x widths), stacked decoder (L = 2), larger memory;
+                    about 358 M parameters (the paper's L has 451 M: its
+                    wider-ResNet backbone is not reproduced block for block)
 ``max_deeplab_cpu`` default for CPU training: same code paths, narrow, 32 slots
 ``max_deeplab_tiny`` tests and smoke runs: a few narrow blocks, 16 slots
 ==================  ==========================================================
