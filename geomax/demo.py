@@ -49,6 +49,8 @@ class TimeBudget:
     ----------
     batch_losses:
         Smoothed training loss after every batch.
+    epoch_ends:
+        Number of batches run at the end of each epoch.
     epochs_done, elapsed:
         Epochs completed and seconds used when training stopped.
     """
@@ -64,6 +66,7 @@ class TimeBudget:
                     raise ArgumentError(f"The training budget must be positive, got {seconds} s.")
                 self.seconds, self.verbose = float(seconds), verbose
                 self.batch_losses: list[float] = []
+                self.epoch_ends: list[int] = []
                 self.epochs_done, self.elapsed, self._valid_time = 0, 0.0, 0.0
 
             def _used(self) -> float:
@@ -71,7 +74,7 @@ class TimeBudget:
 
             def before_fit(self):
                 self._start = self._last_print = time.monotonic()
-                self.batch_losses, self.epochs_done = [], 0
+                self.batch_losses, self.epoch_ends, self.epochs_done = [], [], 0
 
             def before_batch(self):
                 if self.training:
@@ -101,6 +104,7 @@ class TimeBudget:
                 self._valid_time = time.monotonic() - self._valid_start
 
             def after_epoch(self):
+                self.epoch_ends.append(len(self.batch_losses))
                 self.epochs_done = self.epoch + 1
                 self.elapsed = self._used()
                 if self.verbose:
@@ -330,7 +334,7 @@ def run_demo(
         files = {k: str(v) for k, v in paths.items() if k != "report"}
         write_demo_report(paths["report"], metrics, model.class_table, paths["test_raster"],
                           paths["prediction_raster"], paths["test_labels"], history=training["history"],
-                          batch_losses=budget.batch_losses, timings=timings_before_report, settings=settings_shown,
+                          batch_losses=budget.batch_losses, epoch_ends=budget.epoch_ends, timings=timings_before_report, settings=settings_shown,
                           files=files)
     timings["total"] = time.monotonic() - t_start
     result = {"paths": {k: str(v) for k, v in paths.items()}, "metrics": metrics, "timings": timings,

@@ -144,7 +144,8 @@ def plot_scene_panels(overview: dict, class_table: ClassTable, title: str = "tes
     return fig
 
 
-def plot_losses(history: Sequence[dict], batch_losses: Sequence[float] | None = None):
+def plot_losses(history: Sequence[dict], batch_losses: Sequence[float] | None = None,
+                epoch_ends: Sequence[int] | None = None):
     """Training loss per batch (smoothed) and train / validation loss per epoch; PQ on a second axis."""
     import matplotlib.pyplot as plt
 
@@ -156,7 +157,10 @@ def plot_losses(history: Sequence[dict], batch_losses: Sequence[float] | None = 
     n_batches = len(batch_losses) if batch_losses is not None else 0
     if history:
         n_ep = len(history)
-        xs = np.linspace(n_batches / n_ep, n_batches, n_ep) if n_batches else np.arange(1, n_ep + 1)
+        if epoch_ends is not None and len(epoch_ends) == n_ep:
+            xs = np.asarray(epoch_ends, dtype=float)
+        else:
+            xs = np.linspace(n_batches / n_ep, n_batches, n_ep) if n_batches else np.arange(1, n_ep + 1)
         for key, style in (("train_loss", "o-"), ("valid_loss", "s-")):
             ys = [h.get(key) for h in history]
             if any(y is not None and not (isinstance(y, float) and math.isnan(y)) for y in ys):
@@ -191,6 +195,7 @@ def write_demo_report(
     reference_labels: str | os.PathLike | None = None,
     history: Sequence[dict] = (),
     batch_losses: Sequence[float] | None = None,
+    epoch_ends: Sequence[int] | None = None,
     timings: dict | None = None,
     settings: dict | None = None,
     files: dict | None = None,
@@ -213,6 +218,8 @@ def write_demo_report(
         One dict per epoch (``train_loss``, ``valid_loss``, ``panoptic_quality``...).
     batch_losses:
         Training loss of every batch (fastai's smoothed loss), for the loss curve.
+    epoch_ends:
+        Batches run at the end of each epoch (places the per-epoch points).
     timings:
         ``{step name: seconds}``.
     settings:
@@ -236,7 +243,7 @@ def write_demo_report(
     png_dir.mkdir(parents=True, exist_ok=True)
     pictures: list[tuple[str, str, bytes]] = []
     if history or batch_losses:
-        pictures.append(("Training", "report_loss.png", _png_bytes(plot_losses(history, batch_losses))))
+        pictures.append(("Training", "report_loss.png", _png_bytes(plot_losses(history, batch_losses, epoch_ends))))
     overview = scene_overview(test_raster, prediction_raster, reference_labels, class_table, max_size=overview_size)
     fig = plot_scene_panels(overview, class_table,
                             title=f"test scene (overview, 1 pixel = {overview['scale']:.1f} scene pixels)")

@@ -54,6 +54,9 @@ def test_time_budget_stops_training_on_time_and_drives_one_cycle():
     took = time.monotonic() - t0
     assert 1.0 <= took < 3.0
     assert budget.epochs_done >= 2 and budget.epochs_done == len(learn.recorder.values)
+    ends = budget.epoch_ends
+    assert len(ends) == budget.epochs_done and ends[-1] == len(budget.batch_losses)
+    assert ends[:-1] == [6 * (i + 1) for i in range(len(ends) - 1)]  # full epochs, the last one may be cut
     assert len(budget.batch_losses) == len(lrs) > 6
     # the one-cycle schedule follows the clock: it warms up, peaks, then anneals to near zero at the end
     peak = max(lrs)
