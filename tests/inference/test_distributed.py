@@ -13,7 +13,7 @@ distributed = pytest.importorskip("distributed")
 
 from geomax.errors import DataError, InputMismatchError, OutputExistsError  # noqa: E402
 from geomax.inference import distributed as dist_module  # noqa: E402
-from geomax.inference.distributed import predict_raster_distributed  # noqa: E402
+from geomax.inference.distributed import local_cluster, predict_raster_distributed  # noqa: E402
 from geomax.inference.predict_raster import predict_raster  # noqa: E402
 from geomax.inference.predictor import OracleTilePredictor  # noqa: E402
 from geomax.inference.tiling import TileGrid  # noqa: E402
@@ -23,7 +23,7 @@ from inference_scene import CLASSES, write_image  # noqa: E402
 
 @pytest.fixture(scope="module")
 def client():
-    cluster = distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None)
+    cluster = local_cluster(n_workers=2, threads_per_worker=1)  # LocalCluster, processes=True
     c = distributed.Client(cluster)
     yield c
     c.close()
@@ -156,3 +156,35 @@ def test_bad_input_raises_before_any_output(scene, tmp_path, client):
     with pytest.raises(OutputExistsError, match="overwrite=True"):
         predict_raster_distributed(ok, scene.image, tmp_path / "exists.tif", client=client, progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["exists.tif"]
+
+
+def test_saved_model_path_loads_on_the_workers(tmp_path, client):
+    """A real (tiny, untrained) MaXDeepLab saved to a folder: workers load it from the path."""
+    from geomax import MaXDeepLab, export_training_data, prepare_data
+    from geomax.data.synthetic import SYNTHETIC_CLASSES, make_scene
+
+    make_scene(tmp_path / "scene.tif", tmp_path / "labels.gpkg", size=128, seed=1)
+    export_training_data(tmp_path / "scene.tif", tmp_path / "labels.gpkg", tmp_path / "chips",
+                         class_table=SYNTHETIC_CLASSES, tile_size=64, progress=False)
+    import torch
+
+    torch.manual_seed(0)
+    model = MaXDeepLab(prepare_data(tmp_path / "chips", batch_size=2, val_split_pct=0.25), backbone="max_deeplab_tiny")
+    folder = model.save(tmp_path / "tiny", compute_metrics=False)
+    # a low class threshold so that the untrained network yields segments; one tile per batch on both paths
+    kw = dict(tile_size=64, overlap=16, batch_size=1, progress=False, class_threshold=0.0, mask_threshold=0.0,
+              min_thing_area=1, min_stuff_area=1)
+    predict_raster(folder, tmp_path / "scene.tif", tmp_path / "single.tif", out_features=tmp_path / "single.gpkg", **kw)
+    [res] = predict_raster_distributed(folder / "tiny.emd", tmp_path / "scene.tif", tmp_path / "dist.tif",
+                                       out_features=tmp_path / "dist.gpkg", client=client, block_size=96, **kw)
+    classes, instances, _ = read_bands(tmp_path / "dist.tif")[0]
+    # not a comparison of empty rasters: the (untrained) network labels the pixels, and its thing
+    # segments, cut into one per tile, come back merged across tile and block borders
+    assert (classes > 0).mean() > 0.5 and res.n_instances >= 1
+    grid = TileGrid(*classes.shape, 64, 16)
+    assert instances_across_blocks(instances, grid, 96 // grid.stride) >= 1
+    assert_same_outputs(tmp_path / "single.tif", tmp_path / "dist.tif", tmp_path / "single.gpkg",
+                        tmp_path / "dist.gpkg")
+    key = f"path:{(folder / 'tiny.emd').resolve()}"
+    loads = client.run(lambda: dist_module.model_loads().get(key, 0))
+    assert sum(loads.values()) >= 1 and all(n <= 1 for n in loads.values())
