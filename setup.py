@@ -30,8 +30,8 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7"],
-        "dist": ["dask[distributed]>=2024.1"],
+        "test": ["pytest>=7", "dask[distributed]>=2024.1", "accelerate>=0.26"],
+        "dist": ["dask[distributed]>=2024.1", "accelerate>=0.26"],
     },
     entry_points={"console_scripts": ["geomax=geomax.cli:main"]},
     classifiers=[

@@ -753,7 +753,11 @@ class _LastEpochCheckpoint:
             def after_epoch(self):
                 if not self.learn.recorder.values:  # an epoch skipped by a resumed run: nothing new to save
                     return
-                self.learn.save(self.fname, with_opt=True)
+                self.learn.save(self.fname, with_opt=True)  # fastai's save writes on rank 0 only
+                from .distributed import is_main_process
+
+                if not is_main_process():
+                    return
                 meta = Path(self.learn.path) / self.learn.model_dir / f"{self.fname}.json"
                 meta.write_text(json.dumps({"epochs_done": self.epoch + 1, "n_epoch": self.n_epoch}))
 
