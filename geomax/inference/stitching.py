@@ -160,14 +160,11 @@ class TileStitcher:
         self._grow(self.uf.n)
         lut = np.zeros(top + 1, dtype=np.int64)
         lut[local] = np.arange(first, first + len(local), dtype=np.int64)
-        known = np.zeros(top + 1, dtype=bool)
-        known[0] = True
-        known[local] = True
-        if not known[seg_map].all():
-            raise ModelError("The predictor's segment_map holds ids that are not in its segments table.")
         self._cls[first: first + len(local)] = table["class_value"].to_numpy(dtype=np.int64)
         self._thing[first: first + len(local)] = table["is_thing"].to_numpy(dtype=bool)
         prov = lut[seg_map]
+        if np.count_nonzero(prov) != np.count_nonzero(seg_map):  # unknown ids map to 0
+            raise ModelError("The predictor's segment_map holds ids that are not in its segments table.")
         prov[~valid] = 0
         return prov
 
