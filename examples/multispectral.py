@@ -30,7 +30,8 @@ def main() -> None:
     test = make_scene(out / "test6.tif", out / "test6.gpkg", size=512, seed=1, bands=6, dtype="uint16",
                       nodata_border=16, overwrite=True)
     export_training_data(train.raster, train.labels, out / "chips6", class_field=CLASS_FIELD,
-                         class_table=SYNTHETIC_CLASSES, tile_size=128, stride=64, bands=args.bands, overwrite=True)
+                         class_table=SYNTHETIC_CLASSES, tile_size=128, stride=64, bands=args.bands, overwrite=True,
+                         progress=False)
     # Display: NIR-red-green false colour when those bands are present, else the first three.
     rgb = [args.bands.index(b) for b in (4, 1, 2)] if {1, 2, 4} <= set(args.bands) else None
     data = prepare_data(out / "chips6", chip_size=128, batch_size=8, rgb_bands=rgb)

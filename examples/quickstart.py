@@ -29,7 +29,7 @@ def main() -> None:
     train = make_scene(out / "train.tif", out / "train.gpkg", size=args.size, seed=0, bands=4, overwrite=True)
     test = make_scene(out / "test.tif", out / "test.gpkg", size=512, seed=1, bands=4, overwrite=True)
     export_training_data(train.raster, train.labels, out / "chips", class_field=CLASS_FIELD,
-                         class_table=SYNTHETIC_CLASSES, tile_size=128, stride=64, overwrite=True)
+                         class_table=SYNTHETIC_CLASSES, tile_size=128, stride=64, overwrite=True, progress=False)
 
     # 2. The arcgis.learn-style API.
     data = prepare_data(out / "chips", chip_size=128, batch_size=8)

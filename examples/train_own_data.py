@@ -30,7 +30,8 @@ def main() -> None:
     out = Path(args.out)
 
     export_training_data(args.raster, args.labels, out / "chips", class_field=args.class_field,
-                         thing_classes=args.things, tile_size=args.chip_size, stride=args.chip_size // 2)
+                         thing_classes=args.things, tile_size=args.chip_size, stride=args.chip_size // 2,
+                         progress=False)
     data = prepare_data(out / "chips", chip_size=args.chip_size, batch_size=args.batch_size)
     model = MaXDeepLab(data, backbone=args.backbone)
     model.fit(args.epochs, lr=args.lr, early_stopping=True, monitor="valid_loss")
