@@ -18,6 +18,7 @@ from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pandas as pd
+import shapely
 from scipy import ndimage
 
 from ..data.classes import ClassTable
@@ -175,8 +176,14 @@ class OracleTilePredictor:
 
         from ..data.rasterize import rasterize_labels
 
-        idx = self._sindex.query(box(*bounds(window, self.transform)))
-        sub = self._gdf.iloc[np.sort(idx)]
+        win_box = box(*bounds(window, self.transform))
+        idx = np.sort(self._sindex.query(win_box))
+        sub = self._gdf.iloc[idx].copy()
+        # clip to the window (grown by a pixel) so rasterising costs what the tile holds, not what the
+        # features hold: large stuff polygons span the whole scene
+        pad = 2 * max(abs(self.transform.a), abs(self.transform.e))
+        x0, y0, x1, y1 = win_box.buffer(pad, join_style="mitre").bounds
+        sub[sub.geometry.name] = shapely.clip_by_rect(sub.geometry.values, x0, y0, x1, y1)
         return rasterize_labels(sub, self.class_field, self.class_table,
                                 window_transform(window, self.transform), (h, w))
 
