@@ -43,7 +43,10 @@ class TimeBudget:
     seconds:
         The budget, counted from the start of ``fit``.
     verbose:
-        Print one line per epoch (losses, validation PQ, time used).
+        Print one line per epoch (losses, validation PQ, time used) and a progress line every minute.
+    valid_estimate:
+        Seconds one validation pass is expected to take, kept free at the end of the
+        budget until the first validation has been timed.
 
     Attributes
     ----------
@@ -55,16 +58,17 @@ class TimeBudget:
         Epochs completed and seconds used when training stopped.
     """
 
-    def __new__(cls, seconds: float, verbose: bool = True):
+    def __new__(cls, seconds: float, verbose: bool = True, valid_estimate: float = 0.0):
         from fastai.callback.core import Callback, CancelFitException, CancelTrainException
 
         class _TimeBudget(Callback):
             order = 55  # after the Recorder (50), before the ParamScheduler (60)
 
-            def __init__(self, seconds: float, verbose: bool):
+            def __init__(self, seconds: float, verbose: bool, valid_estimate: float):
                 if not seconds > 0:
                     raise ArgumentError(f"The training budget must be positive, got {seconds} s.")
                 self.seconds, self.verbose = float(seconds), verbose
+                self.valid_estimate = float(valid_estimate)
                 self.batch_losses: list[float] = []
                 self.epoch_ends: list[int] = []
                 self.epochs_done, self.elapsed, self._valid_time = 0, 0.0, 0.0
@@ -75,6 +79,7 @@ class TimeBudget:
             def before_fit(self):
                 self._start = self._last_print = time.monotonic()
                 self.batch_losses, self.epoch_ends, self.epochs_done = [], [], 0
+                self._valid_time = self.valid_estimate  # until the first validation is timed
 
             def before_batch(self):
                 if self.training:
@@ -119,7 +124,7 @@ class TimeBudget:
                 if self.epoch > 0 and self._used() + self._valid_time >= self.seconds:
                     raise CancelFitException()
 
-        return _TimeBudget(seconds, verbose)
+        return _TimeBudget(seconds, verbose, valid_estimate)
 
 
 def _clock(seconds: float) -> str:
@@ -292,7 +297,8 @@ def run_demo(
     with _Timer(timings, "train", verbose):
         model = MaXDeepLab(data, backbone=backbone)
         if settings["train_minutes"] is None:
-            reserve = _estimate_remaining_steps(model, paths["test_raster"], settings, n_valid, tile_size, overlap)
+            reserve, valid_estimate = _estimate_remaining_steps(model, paths["test_raster"], settings, n_valid,
+                                                                tile_size, overlap)
             left = 60.0 * settings["total_minutes"] - (time.monotonic() - t_start) - reserve
             if left < 30.0:
                 import warnings
@@ -304,7 +310,9 @@ def run_demo(
             if verbose:
                 print(f"   other steps estimated at {reserve:.0f} s: training gets {_clock(left)} of the "
                       f"{settings['total_minutes']:g} min", flush=True)
-        budget = TimeBudget(60.0 * settings["train_minutes"], verbose=verbose)
+        else:
+            valid_estimate = 0.0
+        budget = TimeBudget(60.0 * settings["train_minutes"], verbose=verbose, valid_estimate=valid_estimate)
         if verbose:
             print(f"   {model!r}\n   {n_train} training chips, {n_valid} validation chips, "
                   f"training for {settings['train_minutes']:g} min", flush=True)
@@ -350,8 +358,10 @@ def run_demo(
     return result
 
 
-def _estimate_remaining_steps(model, test_raster, settings: dict, n_valid: int, tile_size, overlap: int) -> float:
-    """Seconds the steps after training will take: predicting the test scene, saving, evaluating, the report.
+def _estimate_remaining_steps(model, test_raster, settings: dict, n_valid: int, tile_size, overlap: int
+                              ) -> tuple[float, float]:
+    """Seconds the steps after training will take (predicting the test scene, saving, evaluating, the
+    report), and the seconds of one validation pass.
 
     Times the (untrained) network on a batch of tiles of the size ``predict_raster``
     will use; the cost of a forward pass does not depend on the weights.
@@ -377,9 +387,10 @@ def _estimate_remaining_steps(model, test_raster, settings: dict, n_valid: int, 
     per_tile = min(times) / 4
     per_chip = per_tile * (settings["chip_size"] / tile) ** 2
     predict = 1.3 * n_tiles * per_tile + 5.0           # stitching, COG and polygons on top of the network
-    save = 2.5 * n_valid * per_chip + 10.0              # metrics + sample pictures of the validation chips
-    last_epoch = n_valid * per_chip * 1.5 + 5.0         # the budget may run over by one validation pass
-    return predict + save + last_epoch + 20.0           # evaluation and report
+    # Validation runs the PQ metric (post-processing, matching) on top of the forward pass.
+    valid = 3.0 * n_valid * per_chip + 5.0
+    save = 2.0 * valid + 10.0                           # metrics + sample pictures of the validation chips
+    return predict + save + 20.0, valid                 # + evaluation and report
 
 
 def _json_default(o):
