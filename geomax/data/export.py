@@ -358,7 +358,8 @@ def _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size
     if progress:
         from fastprogress.fastprogress import progress_bar
 
-        iterator = progress_bar(windows, comment="exporting chips")
+        iterator = progress_bar(windows)
+        iterator.comment = "exporting chips"
     nodata = src.nodata
     for r0, c0 in iterator:
         win = Window(c0, r0, tile_size, tile_size)

@@ -353,5 +353,7 @@ def prepare_data(
         raise ArgumentError(f"rgb_bands={list(data.rgb_bands)} must be three 0-based indices into the bands {names}.")
     data.paths = paths
     data.band_indices = band_indices
+    #: 0-based indices of the chip bands the model reads (ArcGIS's ``ExtractBands`` convention)
+    data.extract_bands = list(band_indices) if band_indices is not None else list(range(n_chip_bands))
     data.max_segments = max_segments
     return data

@@ -159,7 +159,7 @@ class MaXDeepLab:
             self.class_table = data.class_table
             self.band_stats = data.band_stats
             self.band_names = list(data.band_names)
-            self.extract_bands = list(getattr(data, "extract_bands", range(1, data.n_bands + 1)))
+            self.extract_bands = [int(b) for b in getattr(data, "extract_bands", range(data.n_bands))]
             self.chip_size = int(data.chip_size)
             self.rgb_bands = getattr(data, "rgb_bands", None)
             net_kw = _slots_for_data(backbone, data, net_kw)
@@ -446,8 +446,8 @@ class MaXDeepLab:
                     valid = src.dataset_mask() > 0
             except rasterio.errors.RasterioIOError as exc:
                 raise DataError(f"Cannot read image '{path}' ({exc}). Is it a valid raster?") from exc
-            if array.shape[0] != self.n_bands and array.shape[0] >= max(self.extract_bands):
-                array = array[[b - 1 for b in self.extract_bands]]
+            if array.shape[0] != self.n_bands and array.shape[0] > max(self.extract_bands):
+                array = array[self.extract_bands]  # a full-band image: take the bands the model was trained on
         else:
             array = np.asarray(image)
             if array.ndim == 2 and self.n_bands == 1:
@@ -630,7 +630,7 @@ class MaXDeepLab:
             "class_table": class_table,
             "band_stats": BandStats.from_dict(params["band_stats"]),
             "band_names": params["band_names"],
-            "extract_bands": emd.get("ExtractBands", list(range(1, len(params["band_names"]) + 1))),
+            "extract_bands": emd.get("ExtractBands", list(range(len(params["band_names"])))),
             "chip_size": emd.get("ImageHeight", 256),
             "rgb_bands": params.get("rgb_bands"),
         }

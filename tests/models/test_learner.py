@@ -151,3 +151,17 @@ def test_resume_continues_from_last_epoch(data, tmp_path):
     # only the remaining epoch trained: one epoch's worth of batch losses
     assert len(model.learn.recorder.losses) == len(data.train)
     assert json.loads((tmp_path / "models" / "geomax_last.json").read_text())["epochs_done"] == 2
+
+
+def test_band_subset_model_reads_its_bands_from_a_full_image(chips):
+    import rasterio
+
+    data3 = prepare_data(chips, batch_size=2, bands=[3, 0, 1], transforms=False)
+    model = MaXDeepLab(data3, backbone="max_deeplab_tiny")
+    assert model.extract_bands == [3, 0, 1]
+    chip = sorted((chips / "images").glob("*.tif"))[0]
+    with rasterio.open(chip) as src:
+        full = src.read()
+    from_path = model.predict(chip, class_threshold=0.0, mask_threshold=0.0)
+    from_array = model.predict(full[[3, 0, 1]], class_threshold=0.0, mask_threshold=0.0)
+    np.testing.assert_array_equal(from_path.class_map, from_array.class_map)
