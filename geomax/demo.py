@@ -189,7 +189,7 @@ def run_demo(
     seed: int = 0,
     backbone: str | None = None,
     tile_size: int | None = None,
-    overlap: int = 64,
+    overlap: int | None = None,
     overwrite: bool = False,
     verbose: bool = True,
     num_threads: int | None = None,
@@ -227,7 +227,7 @@ def run_demo(
         Network variant (default: the learner's default, ``max_deeplab_cpu`` without a GPU).
     tile_size, overlap:
         Tiling of the test scene for :func:`geomax.predict_raster` (default tile: the
-        learner's default, twice the chip size).
+        learner's default, the chip size; overlap a quarter of the tile).
     overwrite:
         Replace the contents of a non-empty ``out_dir``.
     verbose:
@@ -371,8 +371,8 @@ def _estimate_remaining_steps(model, test_raster, settings: dict, n_valid: int, 
 
     from .inference.tiling import TileGrid
 
-    m = model.tile_multiple
-    tile = tile_size or max(m, int(round(2 * model.chip_size / m)) * m)
+    tile = tile_size or model.default_tile_size
+    overlap = model.default_overlap(tile) if overlap is None else overlap
     with rasterio.open(test_raster) as src:
         grid = TileGrid(src.height, src.width, tile, min(overlap, tile // 2))
         n_tiles = len(grid)

@@ -378,7 +378,7 @@ def evaluate_model(
     reference_instances: str | os.PathLike | None = None,
     out_raster: str | os.PathLike | None = None,
     tile_size: int | None = None,
-    overlap: int = 64,
+    overlap: int | None = None,
     batch_size: int = 4,
     window_size: int = 4096,
     progress: bool = True,
@@ -418,9 +418,10 @@ def evaluate_model(
     kwargs = dict(overlap=overlap, batch_size=batch_size, progress=progress, **predict_kwargs)
     if tile_size is not None:
         kwargs["tile_size"] = tile_size
-    elif hasattr(model, "chip_size") and hasattr(model, "tile_multiple"):
-        m = model.tile_multiple
-        kwargs["tile_size"] = max(m, int(round(2 * model.chip_size / m)) * m)
+    elif hasattr(model, "default_tile_size"):
+        kwargs["tile_size"] = model.default_tile_size
+    if overlap is None:
+        kwargs["overlap"] = model.default_overlap(kwargs["tile_size"]) if hasattr(model, "default_overlap") else 64
     with tempfile.TemporaryDirectory(prefix="geomax_eval_") as tmp:
         target = Path(out_raster) if out_raster is not None else Path(tmp) / "prediction.tif"
         predict_raster(model, in_raster, target, **kwargs)

@@ -460,18 +460,33 @@ class MaXDeepLab:
                                      f"{array.shape}. Give an image with the same bands as the training data.")
         return array, valid
 
+    @property
+    def default_tile_size(self) -> int:
+        """Tile size :meth:`predict_raster` uses by default: the training chip size (multiple of 16).
+
+        The network runs at any size, but its ``num_slots`` memory slots bound the number
+        of segments it can return per tile; the slots were sized to the segments of a
+        training chip, so a tile of the same area keeps every object representable.
+        """
+        m = self.tile_multiple
+        return max(m, int(round(self.chip_size / m)) * m)
+
+    def default_overlap(self, tile_size: int) -> int:
+        """Overlap :meth:`predict_raster` uses by default: a quarter of the tile, an even number of pixels."""
+        return max(2, (tile_size // 4) // 2 * 2)
+
     def predict_raster(self, in_raster, out_raster, out_features=None, tile_size: int | None = None,
-                       overlap: int = 64, batch_size: int = 4, **kwargs):
+                       overlap: int | None = None, batch_size: int = 4, **kwargs):
         """Tile a large raster, predict each tile and write a seamless panoptic GeoTIFF (+ features).
 
         See :func:`geomax.inference.predict_raster.predict_raster` for every argument.
-        ``tile_size`` defaults to twice the training chip size (rounded to the model's multiple).
+        ``tile_size`` defaults to :attr:`default_tile_size` (the training chip size),
+        ``overlap`` to a quarter of the tile.
         """
         from ..inference.predict_raster import predict_raster
 
-        if tile_size is None:
-            m = self.tile_multiple
-            tile_size = max(m, int(round(2 * self.chip_size / m)) * m)
+        tile_size = tile_size or self.default_tile_size
+        overlap = self.default_overlap(tile_size) if overlap is None else overlap
         return predict_raster(self, in_raster, out_raster, out_features=out_features, tile_size=tile_size,
                               overlap=overlap, batch_size=batch_size, **kwargs)
 
