@@ -53,6 +53,10 @@ show: with ``"official"`` the negative term all but vanishes on chips without
 void, leaving unmatched slots free to keep confident non-void classes (false
 positives after the 0.7 threshold); and with ``"none"`` the loss value does not
 depend on predictions at void pixels at all ("void pixels change nothing").
+Measured (150 steps, 128 px chips, seeds 0 / 1, PQ on the training chips at the
+0.7 threshold): ``"none"`` 0.737 / 0.677, ``"official"`` 0.712 / 0.715 (false
+positives 3 / 3 against 4 / 3): no difference beyond seed noise at this scale, so
+the reasons above decide.
 """
 from __future__ import annotations
 
