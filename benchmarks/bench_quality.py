@@ -159,9 +159,9 @@ def summarise(metrics: dict) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget of each model (wall clock)")
-    parser.add_argument("--train-size", type=int, default=2048, help="training scene side, px")
+    parser.add_argument("--train-size", type=int, default=1536, help="training scene side, px")
     parser.add_argument("--test-size", type=int, default=1024, help="held-out scene side, px")
-    parser.add_argument("--chip-size", type=int, default=256)
+    parser.add_argument("--chip-size", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--backbone", default="max_deeplab_cpu")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -184,7 +184,8 @@ def main() -> None:
                          tile_size=args.chip_size, progress=False)
     data = prepare_data(work / "chips", chip_size=args.chip_size, batch_size=args.batch_size, val_split_pct=0.1)
     seconds = args.minutes * 60
-    tile = 2 * args.chip_size
+    tile = args.chip_size  # MaXDeepLab.default_tile_size: the slots were sized to a chip's segments
+    overlap = tile // 4
     rows, report = [], {"settings": vars(args), "n_train_chips": len(data.train_ds)}
 
     torch.manual_seed(0)
@@ -194,7 +195,7 @@ def main() -> None:
     model.fit(10_000, lr=args.lr, checkpoint=False, cbs=[budget])
     train_s = time.time() - t0
     t0 = time.time()
-    model.predict_raster(work / "test.tif", work / "maxdeeplab.tif", tile_size=tile, overlap=32, progress=False)
+    model.predict_raster(work / "test.tif", work / "maxdeeplab.tif", tile_size=tile, overlap=overlap, progress=False)
     pred_s = time.time() - t0
     mx = summarise(evaluate_raster(work / "maxdeeplab.tif", work / "test.gpkg", class_table=SYNTHETIC_CLASSES,
                                    progress=False))
@@ -210,7 +211,7 @@ def main() -> None:
     from geomax.inference.predict_raster import predict_raster
 
     t0 = time.time()
-    predict_raster(predictor, work / "test.tif", work / "baseline.tif", tile_size=tile, overlap=32, progress=False)
+    predict_raster(predictor, work / "test.tif", work / "baseline.tif", tile_size=tile, overlap=overlap, progress=False)
     pred_s = time.time() - t0
     base = summarise(evaluate_raster(work / "baseline.tif", work / "test.gpkg", class_table=SYNTHETIC_CLASSES,
                                      progress=False))
