@@ -19,7 +19,7 @@ from typing import Any, Sequence
 import numpy as np
 import torch
 
-from ..common import GT_VALID, OUTPUT_STRIDE
+from ..common import GT_VALID, OUTPUT_STRIDE, PRED_MASK_LOGITS
 from ..data.classes import ClassTable
 from ..errors import ArgumentError, DataError, InputMismatchError, ModelError
 from ..panoptic import PanopticResult
@@ -87,8 +87,10 @@ class PanopticQualityMetric:
         return _PQ(*args, **kwargs)
 
 
-def update_evaluator(evaluator, postprocessor, pred: dict, target: dict, class_table: ClassTable) -> list:
-    """Post-process one batch of raw outputs and add it, with its ground truth, to ``evaluator``."""
+def update_evaluator(evaluator, postprocessor, pred: dict, target: dict, class_table: ClassTable,
+                     ap_evaluator=None) -> list:
+    """Post-process one batch of raw outputs and add it, with its ground truth, to ``evaluator``
+    (and to ``ap_evaluator``, a :class:`~geomax.metrics.MaskAPEvaluator`, when given)."""
     from ..data.prepare import panoptic_from_target
 
     valid = target[GT_VALID]
@@ -96,6 +98,8 @@ def update_evaluator(evaluator, postprocessor, pred: dict, target: dict, class_t
     for i, result in enumerate(results):
         gt_class, gt_instance = panoptic_from_target(target, i, class_table)
         evaluator.update(result.class_map, result.instance_map, gt_class, gt_instance)
+        if ap_evaluator is not None:
+            ap_evaluator.update(result, gt_class, gt_instance)
     return results
 
 
@@ -394,7 +398,7 @@ class MaXDeepLab:
         post = self._postprocessor(**thresholds)
         # Crop padded outputs back to the input (mask logits live at stride 4 of the padded size).
         valid_t = None if valid is None else torch.from_numpy(np.asarray(valid, dtype=bool))
-        ph, pw = pred[_mask_key()].shape[-2] * OUTPUT_STRIDE, pred[_mask_key()].shape[-1] * OUTPUT_STRIDE
+        ph, pw = (n * OUTPUT_STRIDE for n in pred[PRED_MASK_LOGITS].shape[-2:])
         results = post(pred, out_size=(ph, pw), valid=_pad_valid(valid_t, ph, pw, len(tiles), h, w))
         return [_crop_result(r, h, w) for r in results]
 
@@ -506,16 +510,8 @@ class MaXDeepLab:
         post = self._postprocessor(**thresholds)
         pq = PanopticEvaluator(self.class_table)
         ap = MaskAPEvaluator(self.class_table)
-        from ..data.prepare import panoptic_from_target
-
         for xb, yb in dl:
-            pred = self._forward(xb)
-            valid = yb[GT_VALID]
-            results = post(pred, out_size=tuple(valid.shape[-2:]), valid=valid.to(self.device))
-            for i, result in enumerate(results):
-                gt_class, gt_instance = panoptic_from_target(yb, i, self.class_table)
-                pq.update(result.class_map, result.instance_map, gt_class, gt_instance)
-                ap.update(result, gt_class, gt_instance)
+            update_evaluator(pq, post, self._forward(xb), yb, self.class_table, ap_evaluator=ap)
         metrics = pq.compute()
         metrics["mask_ap"] = ap.compute()
         self._metrics = metrics
@@ -690,12 +686,6 @@ def _slots_for_data(backbone: str, data, net_kw: dict) -> dict:
     if n_masks > VARIANTS[backbone]["num_slots"]:
         net_kw = {**net_kw, "num_slots": -(-n_masks // 8) * 8}
     return net_kw
-
-
-def _mask_key() -> str:
-    from ..common import PRED_MASK_LOGITS
-
-    return PRED_MASK_LOGITS
 
 
 def _pad_valid(valid: torch.Tensor | None, ph: int, pw: int, b: int, h: int, w: int) -> torch.Tensor:
