@@ -8,13 +8,14 @@ table (:class:`geomax.data.classes.ClassTable`).
 """
 
 # ---- network outputs (dict returned by the MaX-DeepLab network's forward) ----
-#: (B, N, H/4, W/4) mask logits at stride 4, one channel per memory slot.
+#: (B, N, H/s, W/s) mask logits at the output stride s (network ``output_stride``,
+#: 4 by default, 2 as an option), one channel per memory slot.
 PRED_MASK_LOGITS = "mask_logits"
 #: (B, N, C + 1) class logits per memory slot; index 0 is void.
 PRED_CLASS_LOGITS = "class_logits"
-#: (B, C + 1, H/4, W/4) auxiliary semantic logits; index 0 (void) is never a training target.
+#: (B, C + 1, H/s, W/s) auxiliary semantic logits; index 0 (void) is never a training target.
 PRED_SEMANTIC_LOGITS = "semantic_logits"
-#: (B, D, H/4, W/4) L2-normalised pixel features g.
+#: (B, D, H/s, W/s) L2-normalised pixel features g.
 PRED_PIXEL_FEATURES = "pixel_features"
 #: (B, N, Dm) memory (slot) features after the last dual-path layer.
 PRED_MEMORY_FEATURES = "memory_features"
@@ -33,5 +34,6 @@ GT_IS_THING = "is_thing"
 
 TARGET_KEYS = (GT_SEMANTIC, GT_MASKS, GT_CLASSES, GT_VALID, GT_IS_THING)
 
-#: Output stride of mask logits, pixel features and semantic logits.
+#: Default output stride of mask logits, pixel features and semantic logits
+#: (a network's own is ``network.output_stride``: 4 or 2).
 OUTPUT_STRIDE = 4

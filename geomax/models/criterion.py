@@ -28,7 +28,14 @@ Transformers*, CVPR 2021. Terms (names as returned by :meth:`MaXDeepLabLoss.term
 Ground truth is brought to the output stride by pixel-centre strided sampling
 (:func:`geomax.models.matcher.downsample_targets`, deeplab2's choice): masks stay
 binary and non-overlapping. Segments that vanish at the stride are dropped from
-every term. Void (class index 0) and no-data (``valid`` False) pixels are ignored
+every term. With ``loss_resolution="input"`` the predictions are brought to the
+ground truth instead: mask logits and semantic logits are resized (bilinear, as
+the post-processor resizes mask logits) to the input size and the PQ-style,
+mask-ID and semantic terms are computed there (the instance-discrimination term
+stays at the pixel features' stride, where it is about 10x cheaper). Training then
+sees exactly the masks inference produces, and objects a few pixels across
+(vehicles, small trees) are neither dropped nor learned as blurred, dilated
+blobs (``benchmarks/bench_overfit.py``; DESIGN section 10). Void (class index 0) and no-data (``valid`` False) pixels are ignored
 by every term: they are removed from the Dice masks, from the mask-ID,
 instance-discrimination and semantic targets. Every term is a sum divided by a
 count clamped to at least 1, so empty images, all-void images and single-pixel
@@ -87,6 +94,17 @@ _WEIGHT_FLOOR = 1e-5  # deeplab2's floor on the stop-gradient weights
 _MASKED_LOGIT = -1e4  # logit of absent segments in the instance-discrimination softmax
 
 
+def _resize_predictions(pred: dict, size: tuple[int, int]) -> dict:
+    """Mask and semantic logits resized (bilinear) to ``size``."""
+    out = dict(pred)
+    for key in (PRED_MASK_LOGITS, PRED_SEMANTIC_LOGITS):
+        value = pred.get(key)
+        if value is None or tuple(value.shape[-2:]) == size:
+            continue
+        out[key] = F.interpolate(value.float(), size=size, mode="bilinear", align_corners=False)
+    return out
+
+
 class MaXDeepLabLoss(nn.Module):
     """PQ-style loss with Hungarian matching plus MaX-DeepLab's auxiliary losses.
 
@@ -113,6 +131,10 @@ class MaXDeepLabLoss(nn.Module):
     void_overlap_weighting:
         ``"none"`` (default) or ``"official"``: how unmatched slots' void cross-entropy
         is weighted (see the module docstring for the measurement behind the default).
+    loss_resolution:
+        ``"output"`` (deeplab2: ground truth sampled down to the output stride) or
+        ``"input"`` (predictions resized up to the ground truth's size; about
+        ``stride**2`` times the memory of the mask-level terms).
 
     Attributes
     ----------
@@ -133,6 +155,7 @@ class MaXDeepLabLoss(nn.Module):
         alpha: float = 0.75,
         temperature: float = 0.3,
         void_overlap_weighting: str = "none",
+        loss_resolution: str = "output",
     ) -> None:
         super().__init__()
         if int(num_classes) < 1:
@@ -143,6 +166,8 @@ class MaXDeepLabLoss(nn.Module):
             raise ArgumentError(f"temperature must be positive, got {temperature}.")
         if void_overlap_weighting not in ("none", "official"):
             raise ArgumentError(f"void_overlap_weighting must be 'none' or 'official', got {void_overlap_weighting!r}.")
+        if loss_resolution not in ("output", "input"):
+            raise ArgumentError(f"loss_resolution must be 'output' or 'input', got {loss_resolution!r}.")
         for name, w in (("pq_weight", pq_weight), ("instance_weight", instance_weight),
                         ("mask_id_weight", mask_id_weight), ("semantic_weight", semantic_weight)):
             if w < 0:
@@ -152,6 +177,7 @@ class MaXDeepLabLoss(nn.Module):
         self.alpha = float(alpha)
         self.temperature = float(temperature)
         self.void_overlap_weighting = void_overlap_weighting
+        self.loss_resolution = loss_resolution
         self.weights = {
             "pq_class": float(pq_weight),
             "pq_dice": float(pq_weight),
@@ -195,6 +221,11 @@ class MaXDeepLabLoss(nn.Module):
             ``{name: scalar tensor}`` for every name in :data:`TERM_NAMES`.
         """
         self._check(pred, target)
+        if self.loss_resolution == "input":
+            pred = _resize_predictions(pred, tuple(target[GT_SEMANTIC].shape[-2:]))
+            # (pixel features are not resized: the instance term compares each pixel's
+            #  feature with segment means; it gains little at input resolution and the
+            #  re-normalisation there would cost most of the loss's time)
         mask_logits = pred[PRED_MASK_LOGITS].float()
         B, N, h, w = mask_logits.shape
         P = h * w
@@ -265,19 +296,12 @@ class MaXDeepLabLoss(nn.Module):
 
         # ---- instance discrimination on thing pixels ----------------------------
         feats = pred.get(PRED_PIXEL_FEATURES)
-        thing_pix = has_gt & is_thing.gather(1, gt_id)
-        if feats is not None and thing_pix.any():
-            g = feats.float().reshape(B, feats.shape[1], P)  # (B, D, P)
-            mean_feat = torch.einsum("bkp,bdp->bkd", gt, g) / gt_area.clamp(min=1.0).unsqueeze(-1)
-            mean_feat = F.normalize(mean_feat, dim=-1)
-            logits = torch.einsum("bdp,bkd->bkp", g, mean_feat) / self.temperature  # (B, K, P)
-            logits = torch.where(present.unsqueeze(-1), logits, torch.full_like(logits, _MASKED_LOGIT))
-            nll = -torch.log_softmax(logits, dim=1).gather(1, gt_id.unsqueeze(1)).squeeze(1)
-            instance = (nll * thing_pix.float()).sum() / thing_pix.sum()
-        elif feats is not None:
-            instance = feats.sum() * 0.0 + zero
-        else:
+        if feats is None:
             instance = zero
+        elif tuple(feats.shape[-2:]) == (h, w):
+            instance = self._instance_term(feats, gt, gt_id, has_gt, present, is_thing, gt_area) + zero
+        else:  # loss_resolution "input": features stay at the output stride (cost), targets follow
+            instance = self._instance_term_at(feats, target) + zero
 
         # ---- auxiliary semantic cross-entropy ------------------------------------
         sem_logits = pred.get(PRED_SEMANTIC_LOGITS)
@@ -291,6 +315,38 @@ class MaXDeepLabLoss(nn.Module):
 
         return {"pq_class": pq_class, "pq_dice": pq_dice, "instance": instance,
                 "mask_id": mask_id, "semantic": semantic}
+
+    def _instance_term(self, feats: torch.Tensor, gt: torch.Tensor, gt_id: torch.Tensor,
+                       has_gt: torch.Tensor, present: torch.Tensor, is_thing: torch.Tensor,
+                       gt_area: torch.Tensor) -> torch.Tensor:
+        """Instance discrimination with targets flattened at the features' resolution."""
+        B, D = feats.shape[:2]
+        P = gt.shape[-1]
+        thing_pix = has_gt & is_thing.gather(1, gt_id)
+        if not thing_pix.any():
+            return feats.sum() * 0.0
+        g = feats.float().reshape(B, D, P)  # (B, D, P)
+        mean_feat = torch.einsum("bkp,bdp->bkd", gt, g) / gt_area.clamp(min=1.0).unsqueeze(-1)
+        mean_feat = F.normalize(mean_feat, dim=-1)
+        logits = torch.einsum("bdp,bkd->bkp", g, mean_feat) / self.temperature  # (B, K, P)
+        logits = torch.where(present.unsqueeze(-1), logits, torch.full_like(logits, _MASKED_LOGIT))
+        nll = -torch.log_softmax(logits, dim=1).gather(1, gt_id.unsqueeze(1)).squeeze(1)
+        return (nll * thing_pix.float()).sum() / thing_pix.sum()
+
+    def _instance_term_at(self, feats: torch.Tensor, target: dict) -> torch.Tensor:
+        """Instance discrimination with the ground truth sampled down to the features' size."""
+        B = feats.shape[0]
+        P = feats.shape[-2] * feats.shape[-1]
+        tgt = downsample_targets(target, tuple(feats.shape[-2:]))
+        nv = (tgt[GT_VALID] & (tgt[GT_SEMANTIC] > 0)).reshape(B, P).float()
+        classes = tgt[GT_CLASSES].long()
+        gt = tgt[GT_MASKS].reshape(B, -1, P).float() * nv.unsqueeze(1)
+        present = (classes > 0) & (gt.sum(-1) > 0)
+        gt = gt * present.unsqueeze(-1).float()
+        is_thing = tgt.get(GT_IS_THING)
+        is_thing = present if is_thing is None else (is_thing.bool() & present)
+        return self._instance_term(feats, gt, gt.argmax(1), gt.sum(1) > 0, present, is_thing,
+                                   gt.sum(-1))
 
     def forward(self, pred: dict, target: dict) -> torch.Tensor:
         """Weighted sum of :meth:`terms`; the detached terms are kept in :attr:`last_terms`."""

@@ -87,7 +87,8 @@ class PanopticPostProcessor:
             (B, N, C + 1).
         out_size:
             ``(H, W)`` of the results; default: the shape of ``valid`` when given, else
-            ``(h, w) * OUTPUT_STRIDE``.
+            ``(h, w) * OUTPUT_STRIDE`` (4; pass ``out_size`` for a network with another
+            output stride).
         valid:
             Optional (B, H, W) bool, False on no-data pixels (which become void).
 

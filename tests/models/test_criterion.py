@@ -221,3 +221,43 @@ def test_works_as_fastai_loss_func():
     pred, tgt = random_pred(), make_target()
     out = loss(pred, tgt)  # fastai calls loss_func(pred, *yb) with yb = (target_dict,)
     assert isinstance(out, torch.Tensor) and out.requires_grad
+
+
+# ---- loss_resolution="input": predictions resized up to the ground truth --------------------
+
+def test_input_resolution_equals_output_resolution_on_full_size_predictions():
+    """Predictions already at the ground truth's size: both settings compute the same terms."""
+    tgt = make_target(seed=5)
+    pred = random_pred(h=32, w=32)
+    a = MaXDeepLabLoss(C, loss_resolution="output").terms(pred, tgt)
+    b = MaXDeepLabLoss(C, loss_resolution="input").terms(pred, tgt)
+    for k in TERM_NAMES:
+        torch.testing.assert_close(a[k], b[k])
+
+
+def test_input_resolution_keeps_segments_smaller_than_the_stride():
+    B, H, W, K = 1, 32, 32, 3
+    tgt = {GT_SEMANTIC: torch.ones(B, H, W, dtype=torch.long), GT_MASKS: torch.zeros(B, K, H, W, dtype=torch.bool),
+           GT_CLASSES: torch.tensor([[1, 3, 0]]), GT_IS_THING: torch.tensor([[False, True, False]]),
+           GT_VALID: torch.ones(B, H, W, dtype=torch.bool)}
+    tgt[GT_MASKS][0, 1, 8:10, 8:10] = True  # a 2x2 object off the stride-4 sampling grid (2, 6, 10, ...)
+    tgt[GT_MASKS][0, 0] = ~tgt[GT_MASKS][0, 1]
+    tgt[GT_SEMANTIC][0][tgt[GT_MASKS][0, 1]] = 3
+    out_loss = MaXDeepLabLoss(C, loss_resolution="output")
+    in_loss = MaXDeepLabLoss(C, loss_resolution="input")
+    pred = random_pred(B=1, h=8, w=8)
+    _check_finite(out_loss, pred, tgt)
+    assert [len(g) for g, _ in out_loss.last_matches] == [1]  # the small object vanished
+    terms = _check_finite(in_loss, pred, tgt)
+    assert sorted(in_loss.last_matches[0][0].tolist()) == [0, 1]  # it is matched and learned
+    assert terms["pq_dice"] > 0
+    total = in_loss(pred, tgt)
+    total.backward()
+    assert pred[PRED_MASK_LOGITS].grad.shape == (1, 12, 8, 8)  # gradients reach the stride-4 logits
+    assert torch.isfinite(pred[PRED_MASK_LOGITS].grad).all()
+    assert pred[PRED_MASK_LOGITS].grad[0, :, 2, 2].abs().sum() > 0
+
+
+def test_bad_loss_resolution_raises():
+    with pytest.raises(ArgumentError, match="loss_resolution"):
+        MaXDeepLabLoss(C, loss_resolution="full")

@@ -24,13 +24,14 @@ def one_thread():
 def _check_outputs(model, out, b, h, w, num_classes):
     n = model.num_slots
     d = model.config["feature_dim"]
+    st = model.output_stride
     dm = model.config["memory_channels"]
     assert set(out) == {PRED_MASK_LOGITS, PRED_CLASS_LOGITS, PRED_SEMANTIC_LOGITS,
                         PRED_PIXEL_FEATURES, PRED_MEMORY_FEATURES}
-    assert out[PRED_MASK_LOGITS].shape == (b, n, h // 4, w // 4)
+    assert out[PRED_MASK_LOGITS].shape == (b, n, h // st, w // st)
     assert out[PRED_CLASS_LOGITS].shape == (b, n, num_classes + 1)
-    assert out[PRED_SEMANTIC_LOGITS].shape == (b, num_classes + 1, h // 4, w // 4)
-    assert out[PRED_PIXEL_FEATURES].shape == (b, d, h // 4, w // 4)
+    assert out[PRED_SEMANTIC_LOGITS].shape == (b, num_classes + 1, h // st, w // st)
+    assert out[PRED_PIXEL_FEATURES].shape == (b, d, h // st, w // st)
     assert out[PRED_MEMORY_FEATURES].shape == (b, n, dm)
     for t in out.values():
         assert torch.isfinite(t).all()
@@ -51,6 +52,27 @@ def test_output_shapes(variant, bands, classes, size):
     h, w = size
     out = model(torch.randn(2, bands, h, w))
     _check_outputs(model, out, 2, h, w, classes)
+
+
+@pytest.mark.parametrize("stride", [4, 2])
+def test_output_stride_option(stride):
+    torch.manual_seed(0)
+    model = build_maxdeeplab("max_deeplab_tiny", 3, 4, output_stride=stride)
+    assert model.output_stride == stride and model.config["output_stride"] == stride
+    out = model(torch.randn(2, 3, 48, 64))
+    assert out[PRED_MASK_LOGITS].shape[-2:] == (48 // stride, 64 // stride)
+    _check_outputs(model, out, 2, 48, 64, 4)
+    with pytest.raises(ArgumentError, match="output_stride must be 4 or 2"):
+        build_maxdeeplab("max_deeplab_tiny", 3, 4, output_stride=8)
+
+
+def test_config_without_output_stride_rebuilds_a_stride_4_network():
+    """Model packages written before the option existed hold stride-4 weights."""
+    model = build_maxdeeplab("max_deeplab_cpu", 3, 4, output_stride=4)
+    old = {k: v for k, v in model.config.items() if k != "output_stride"}
+    twin = build_from_config(old)
+    assert twin.output_stride == 4
+    twin.load_state_dict(model.state_dict())  # strict: same parameters
 
 
 def test_max_deeplab_s_parameter_count_and_small_forward():
@@ -134,7 +156,7 @@ def test_pad_to_multiple_tensor_and_numpy():
     model = build_maxdeeplab("max_deeplab_tiny", 3, 2).eval()
     with torch.no_grad():
         out = model(pad_to_multiple(torch.randn(1, 3, 45, 70))[0])
-    assert out[PRED_MASK_LOGITS].shape[-2:] == (12, 20)
+    assert out[PRED_MASK_LOGITS].shape[-2:] == (48 // model.output_stride, 80 // model.output_stride)
 
 
 def test_initial_void_probability_and_mask_logit_scale():

@@ -110,7 +110,8 @@ def test_state_dict_saved_at_one_size_runs_at_other_sizes(tmp_path):
         x = torch.randn(1, 3, h, w)
         with torch.no_grad():
             out, ref = twin(x), model(x)
-        assert out[PRED_MASK_LOGITS].shape == (1, 16, h // 4, w // 4)
+        st = model.output_stride
+        assert out[PRED_MASK_LOGITS].shape == (1, 16, h // st, w // st)
         for key in out:
             assert torch.isfinite(out[key]).all()
             torch.testing.assert_close(out[key], ref[key])
@@ -153,7 +154,7 @@ def test_pretrained_path_errors(tmp_path):
 def test_tiny_variant_overfits_one_batch():
     """Masks, classes and semantics of one synthetic image are learnt in a few seconds."""
     torch.manual_seed(0)
-    model = build_maxdeeplab("max_deeplab_tiny", 3, 2)
+    model = build_maxdeeplab("max_deeplab_tiny", 3, 2, output_stride=4)
     h = w = 64
     yy, xx = torch.meshgrid(torch.arange(h // 4), torch.arange(w // 4), indexing="ij")
     seg = torch.zeros(h // 4, w // 4, dtype=torch.long)  # slot id per pixel at stride 4

@@ -148,8 +148,8 @@ class AxialResNetBackbone(nn.Module):
         Returns
         -------
         features : dict
-            Non-activated features by output stride (4, 8, 16); stride 16 is the
-            stage-5 output.
+            Non-activated features by output stride (2: the stem, 4, 8, 16); stride 16
+            is the stage-5 output.
         activated : torch.Tensor
             Activated stage-5 output (input of the next group and of the semantic head).
         memory : torch.Tensor
@@ -157,7 +157,7 @@ class AxialResNetBackbone(nn.Module):
         """
         pre = self.stem(image)
         x = torch.relu(pre)
-        features = {}
+        features = {2: pre}
         pre, _ = self.stage2(x, None)
         features[4] = pre
         pre, _ = self.stage3(torch.relu(pre), None)

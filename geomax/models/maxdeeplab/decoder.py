@@ -1,5 +1,7 @@
 """Decoder: an extra axial + dual-path group at stride 16, then fuse 16 -> 8 -> 4
-by bilinear resize + sum, optionally stacked L times (hourglass 4 -> 8 -> 16 -> 8 -> 4)."""
+by bilinear resize + sum, optionally stacked L times (hourglass 4 -> 8 -> 16 -> 8 -> 4),
+optionally ending with one more fusion at stride 2 with the stem feature
+(``output_stride=2``: masks at half the input resolution, for small objects)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -8,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from geomax.errors import ArgumentError
 from geomax.models.maxdeeplab.backbone import BlockGroup
 from geomax.models.maxdeeplab.layers import conv_bn
 
@@ -39,14 +42,19 @@ class ResizedFuse(nn.Module):
         return out
 
 
-def decoder_strides(num_stacks: int) -> list[int]:
+def decoder_strides(num_stacks: int, output_stride: int = 4) -> list[int]:
     """Output strides visited by the decoder after the stride-16 extra group.
 
-    ``0`` stacks -> ``[8, 4]``; each stack adds ``[8, 16, 8, 4]`` after it.
+    ``0`` stacks -> ``[8, 4]``; each stack adds ``[8, 16, 8, 4]`` after it;
+    ``output_stride=2`` appends a last ``2``.
     """
+    if output_stride not in (2, 4):
+        raise ArgumentError(f"output_stride must be 4 or 2, got {output_stride!r}")
     strides = [8, 4]
     for _ in range(num_stacks):
         strides += [8, 16, 8, 4]
+    if output_stride == 2:
+        strides.append(2)
     return strides
 
 
@@ -56,7 +64,7 @@ class Decoder(nn.Module):
     Parameters
     ----------
     channels : dict
-        Backbone output channels by stride (4, 8, 16).
+        Backbone output channels by stride (2, 4, 8, 16).
     stride16_filters : int
         Base width of the axial blocks at stride 16 (output ``4 *`` this).
     stride8_filters, stride4_filters : int
@@ -70,22 +78,31 @@ class Decoder(nn.Module):
     transformer, axial : dict
         Keyword arguments of the dual-path layers and axial blocks.
     drop_path_rate : float
-        Drop-path rate at stride 16 (stride 8: half, stride 4: quarter).
+        Drop-path rate at stride 16 (stride 8: half, stride 4: quarter, stride 2: eighth).
+    output_stride : int
+        4 (MaX-DeepLab) or 2 (one more conv fusion with the stem feature).
+    stride2_filters : int
+        Base width of the conv block at stride 2 (output ``4 *`` this); used
+        when ``output_stride == 2``.
     """
 
     def __init__(self, channels: dict, stride16_filters: int, stride8_filters: int,
                  stride4_filters: int, extra_blocks: int, num_stacks: int,
                  blocks_per_stage: int, transformer: dict, axial: dict,
-                 drop_path_rate: float = 0.0) -> None:
+                 drop_path_rate: float = 0.0, output_stride: int = 4,
+                 stride2_filters: int = 8) -> None:
         super().__init__()
         self.extra = BlockGroup(channels[16], stride16_filters, extra_blocks, 1,
                                 ["axial"] * extra_blocks, transformer, axial, drop_path_rate)
-        filters = {16: stride16_filters, 8: stride8_filters, 4: stride4_filters}
-        rates = {16: drop_path_rate, 8: drop_path_rate / 2, 4: drop_path_rate / 4}
+        filters = {16: stride16_filters, 8: stride8_filters, 4: stride4_filters,
+                   2: stride2_filters}
+        rates = {16: drop_path_rate, 8: drop_path_rate / 2, 4: drop_path_rate / 4,
+                 2: drop_path_rate / 8}
         latest = dict(channels)
         latest[16] = self.extra.out_channels
         current = latest[16]
-        self.strides = decoder_strides(num_stacks)
+        self.strides = decoder_strides(num_stacks, output_stride)
+        self.output_stride = output_stride
         self.fuses = nn.ModuleList()
         self.groups = nn.ModuleList()
         for s in self.strides:
@@ -100,7 +117,7 @@ class Decoder(nn.Module):
 
     def forward(self, features: dict[int, torch.Tensor], activated: torch.Tensor,
                 memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the non-activated stride-4 feature and the final memory."""
+        """Return the non-activated feature at the output stride and the final memory."""
         pre, memory = self.extra(activated, memory)
         latest = dict(features)
         latest[16] = pre

@@ -1,6 +1,7 @@
 """Prediction heads of MaX-DeepLab.
 
-* :class:`PixelHead`: L2-normalised pixel features g (D channels) at stride 4.
+* :class:`PixelHead`: L2-normalised pixel features g (D channels) at the output
+  stride (4, or 2 with ``output_stride=2``).
 * :class:`MaskHead`: mask kernels f (D channels, BN) from the memory, and mask
   logits BN(f . g) with one shared learnable scale initialised to 0.1 (the BN's
   single gamma). The softmax over slots is NOT applied here: loss and
@@ -8,7 +9,7 @@
 * :class:`ClassHead`: class logits (C + 1, index 0 void) from the memory, with
   the void bias set so that p(void) is about ``void_prior`` (0.9) at start.
 * :class:`SemanticHead`: auxiliary semantic logits (C + 1) from the backbone
-  output at stride 16, resized to stride 4.
+  output at stride 16, resized to the output stride.
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def _separable_conv_bn(in_channels: int, out_channels: int, kernel_size: int = 5
 
 
 class PixelHead(nn.Module):
-    """Decoder stride-4 feature -> L2-normalised pixel features g (B, D, H/4, W/4).
+    """Decoder output feature -> L2-normalised pixel features g (B, D, h, w).
 
     Parameters
     ----------
@@ -115,7 +116,7 @@ class ClassHead(nn.Module):
 
 
 class SemanticHead(nn.Module):
-    """Auxiliary semantic head on the stride-16 backbone output, resized to stride 4.
+    """Auxiliary semantic head on the stride-16 backbone output, resized to the output stride.
 
     Parameters
     ----------

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geomax.common import (OUTPUT_STRIDE, PRED_CLASS_LOGITS, PRED_MASK_LOGITS,
+from geomax.common import (PRED_CLASS_LOGITS, PRED_MASK_LOGITS,
                            PRED_MEMORY_FEATURES, PRED_PIXEL_FEATURES, PRED_SEMANTIC_LOGITS)
 from geomax.errors import ArgumentError, InputMismatchError, ModelError
 from geomax.models.maxdeeplab.backbone import AxialResNetBackbone
@@ -47,7 +47,8 @@ def pad_to_multiple(image: Any, multiple: int = INPUT_MULTIPLE, value: float = 0
     -------
     padded, (pad_h, pad_w)
         The padded array (same type) and the rows / columns added; crop the
-        predictions with ``[..., :H, :W]`` (at stride 4: ``:H // 4``, after resizing).
+        predictions with ``[..., :H, :W]`` (at the output stride s: ``:H // s``,
+        after resizing).
     """
     if multiple < 1:
         raise ArgumentError(f"multiple must be >= 1, got {multiple}")
@@ -114,6 +115,11 @@ class MaXDeepLabNetwork(nn.Module):
         Initial p(void) of every slot.
     mask_logit_scale_init : float
         Initial shared scale of the mask logits.
+    output_stride : int
+        Resolution of masks, pixel features and semantic logits: 4 (the paper) or
+        2 (one more decoder fusion with the stem feature; small objects such as
+        vehicles of a few pixels keep enough mask cells, at about 4x the cost of
+        the mask-level work).
     """
 
     def __init__(self, in_channels: int, num_classes: int,
@@ -128,7 +134,7 @@ class MaXDeepLabNetwork(nn.Module):
                  extra_blocks: int = 1, decoder_num_stacks: int = 0, decoder_blocks: int = 1,
                  head_channels: int = 256, feature_dim: int = 128,
                  drop_path_rate: float = 0.2, void_prior: float = 0.9,
-                 mask_logit_scale_init: float = 0.1) -> None:
+                 mask_logit_scale_init: float = 0.1, output_stride: int = 4) -> None:
         super().__init__()
         if int(in_channels) < 1:
             raise ArgumentError(f"in_channels must be >= 1, got {in_channels}")
@@ -141,6 +147,9 @@ class MaXDeepLabNetwork(nn.Module):
             raise ArgumentError(f"void_prior must be in (0, 1), got {void_prior}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ArgumentError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
+        if output_stride not in (2, 4):
+            raise ArgumentError(f"output_stride must be 4 or 2, got {output_stride!r}")
+        self.output_stride = int(output_stride)
         self.in_channels = int(in_channels)
         self.num_classes = int(num_classes)
         self.num_slots = int(num_slots)
@@ -159,7 +168,7 @@ class MaXDeepLabNetwork(nn.Module):
         f2, f3, _, f5 = stage_filters
         self.decoder = Decoder(self.backbone.channels, f5, f3, f2, extra_blocks,
                                decoder_num_stacks, decoder_blocks, transformer, axial,
-                               drop_path_rate)
+                               drop_path_rate, output_stride, max(f2 // 2, 4))
         self.pixel_head = PixelHead(self.decoder.out_channels, head_channels, feature_dim)
         self.mask_head = MaskHead(memory_channels, head_channels, feature_dim,
                                   mask_logit_scale_init)
@@ -218,10 +227,11 @@ class MaXDeepLabNetwork(nn.Module):
         Returns
         -------
         dict
-            ``PRED_MASK_LOGITS`` (B, N, H/4, W/4) pre-softmax mask logits,
+            ``PRED_MASK_LOGITS`` (B, N, H/s, W/s) pre-softmax mask logits,
             ``PRED_CLASS_LOGITS`` (B, N, C + 1), ``PRED_SEMANTIC_LOGITS``
-            (B, C + 1, H/4, W/4), ``PRED_PIXEL_FEATURES`` (B, D, H/4, W/4) unit norm,
-            ``PRED_MEMORY_FEATURES`` (B, N, Dm); keys from :mod:`geomax.common`.
+            (B, C + 1, H/s, W/s), ``PRED_PIXEL_FEATURES`` (B, D, H/s, W/s) unit norm,
+            ``PRED_MEMORY_FEATURES`` (B, N, Dm); keys from :mod:`geomax.common`;
+            s is ``output_stride``.
         """
         self.check_input(image)
         b = image.shape[0]
@@ -229,7 +239,7 @@ class MaXDeepLabNetwork(nn.Module):
         features, activated, memory = self.backbone(image, memory)
         decoded, memory = self.decoder(features, activated, memory)
         pixel_features = self.pixel_head(torch.relu(decoded))
-        out_size = (image.shape[-2] // OUTPUT_STRIDE, image.shape[-1] // OUTPUT_STRIDE)
+        out_size = (image.shape[-2] // self.output_stride, image.shape[-1] // self.output_stride)
         return {
             PRED_MASK_LOGITS: self.mask_head(memory, pixel_features),
             PRED_CLASS_LOGITS: self.class_head(memory),

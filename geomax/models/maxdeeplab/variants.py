@@ -13,8 +13,10 @@ variant             use
 ``max_deeplab_l``   wide backbone (2x widths), stacked decoder (L = 2), larger memory;
                     about 358 M parameters (the paper's L has 451 M: its
                     wider-ResNet backbone is not reproduced block for block)
-``max_deeplab_cpu`` default for CPU training: same code paths, narrow, 32 slots
-``max_deeplab_tiny`` tests and smoke runs: a few narrow blocks, 16 slots
+``max_deeplab_cpu`` default for CPU training: same code paths, narrow, 32 slots,
+                    output stride 2 (masks at half resolution: small objects)
+``max_deeplab_tiny`` tests and smoke runs: a few narrow blocks, 16 slots, output
+                    stride 2
 ==================  ==========================================================
 """
 from __future__ import annotations
@@ -36,7 +38,7 @@ _S = dict(
     value_expansion=2.0, num_slots=128, memory_channels=256, transformer_filters=128,
     transformer_ffn_channels=2048, extra_blocks=1, decoder_num_stacks=0, decoder_blocks=1,
     head_channels=256, feature_dim=128, drop_path_rate=0.2, void_prior=0.9,
-    mask_logit_scale_init=0.1)
+    mask_logit_scale_init=0.1, output_stride=4)
 
 _L = dict(_S, stem_channels=(64, 64, 128), stage_filters=(128, 256, 512, 1024),
           stage_blocks=(3, 6, 3, 3), memory_channels=512, transformer_filters=256,
@@ -46,12 +48,12 @@ _L = dict(_S, stem_channels=(64, 64, 128), stage_filters=(128, 256, 512, 1024),
 _CPU = dict(_S, stem_channels=(16, 16, 32), stage_filters=(16, 32, 64, 128),
             stage_blocks=(2, 2, 3, 2), num_slots=32, memory_channels=128,
             transformer_filters=64, transformer_ffn_channels=256, head_channels=64,
-            feature_dim=64, drop_path_rate=0.0)
+            feature_dim=64, drop_path_rate=0.0, output_stride=2)
 
 _TINY = dict(_S, stem_channels=(8, 8, 16), stage_filters=(8, 16, 16, 32),
              stage_blocks=(1, 1, 2, 1), num_heads=4, num_slots=16, memory_channels=32,
              transformer_filters=16, transformer_ffn_channels=64, head_channels=32,
-             feature_dim=32, drop_path_rate=0.0)
+             feature_dim=32, drop_path_rate=0.0, output_stride=2)
 
 #: Registry: variant name -> default keyword arguments (read-only views).
 VARIANTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
@@ -135,6 +137,8 @@ def build_from_config(config: Mapping[str, Any]) -> nn.Module:
         raise ArgumentError("config must be a mapping with a 'variant' key (a network's .config)")
     kwargs = dict(config)
     variant = kwargs.pop("variant")
+    # configs written before output_stride existed describe stride-4 networks
+    kwargs.setdefault("output_stride", 4)
     try:
         in_channels = kwargs.pop("in_channels")
         num_classes = kwargs.pop("num_classes")
