@@ -47,18 +47,17 @@ from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from ..errors import ArgumentError, DataError, InputMismatchError, ModelError
-from .predict_raster import (RasterPrediction, _check_bands, _check_output, _progress, _remove_output,
-                             _rename_outputs, _resolve_model)
+from .predict_raster import (RasterPrediction, _check_bands, _check_output, _progress, _resolve_model,
+                             finish_outputs, publish_outputs)
 from .stitching import TileStitcher, match_overlap
 from .tiling import TileGrid, TileReader
-from .vectorize import VECTOR_DRIVERS, PanopticVectorizer, write_features
-from .writer import describe, panoptic_dtype, panoptic_profile, scratch_profile, write_cog, write_colortable_sidecar
+from .vectorize import VECTOR_DRIVERS
+from .writer import scratch_profile
 
 __all__ = ["predict_raster_distributed", "BlockResult", "predict_block", "cached_predictor", "model_loads", "list_rasters", "local_cluster"]
 
 _RASTER_EXTS = (".tif", ".tiff")
 _GDAL_CACHE_MB = 64
-_VECTOR_BLOCK = 1024  # the same block rewrite / polygonising as predict_raster
 
 
 # ----------------------------------------------------------------------------- worker side
@@ -656,54 +655,19 @@ def _discard_job(job: _Job) -> None:
 def _finish_job(job: _Job, class_table, simplify_tolerance, overwrite) -> RasterPrediction:
     """Final ids, block rewrite, polygons, COG and features (as predict_raster's last steps)."""
     _close_job(job)
-    timings = job.timings
     try:
         with rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB), rasterio.open(job.in_raster) as src:
-            t0 = time.perf_counter()
-            class_lut, instance_lut, n_instances = job.merge.finalize()
-            dtype = panoptic_dtype(max(int(class_lut.max(initial=0)), n_instances, 100))
-            stitched = job.work / "panoptic.tif"
-            vectorizer = (PanopticVectorizer(class_table, src.transform, src.width)
-                          if job.out_features is not None else None)
-            with rasterio.open(job.work / "ids.tif") as ids_src, rasterio.open(job.work / "conf.tif") as conf_src, \
-                    rasterio.open(stitched, "w", **panoptic_profile(src, dtype)) as dst:
-                describe(dst, class_table)
-                for r0 in range(0, src.height, _VECTOR_BLOCK):
-                    for c0 in range(0, src.width, _VECTOR_BLOCK):
-                        win = Window(c0, r0, min(_VECTOR_BLOCK, src.width - c0), min(_VECTOR_BLOCK, src.height - r0))
-                        prov = ids_src.read(1, window=win)
-                        conf = conf_src.read(1, window=win)
-                        cls, inst = class_lut[prov], instance_lut[prov]
-                        dst.write(np.stack([cls, inst, conf]).astype(dtype), window=win)
-                        if vectorizer is not None:
-                            vectorizer.add_block(r0, c0, cls, inst, conf)
-            timings["finalize"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            write_cog(stitched, job.partial_raster)
-            write_colortable_sidecar(job.partial_raster, class_table)
-            timings["cog"] = time.perf_counter() - t0
-            n_features = None
-            if vectorizer is not None:
-                t0 = time.perf_counter()
-                gdf = vectorizer.to_geodataframe(crs=src.crs, simplify_tolerance=simplify_tolerance)
-                n_features = len(gdf)
-                write_features(gdf, job.partial_features, layer=job.out_features.stem)
-                timings["features"] = time.perf_counter() - t0
-        if overwrite:
-            _remove_output(job.out_raster)
-            _remove_output(Path(str(job.out_raster) + ".aux.xml"))
-            if job.out_features is not None:
-                _remove_output(job.out_features)
-        _rename_outputs(job.partial_raster, job.out_raster)
-        if job.partial_features is not None:
-            _rename_outputs(job.partial_features, job.out_features)
+            n_instances, n_features = finish_outputs(
+                src, job.merge, job.work, class_table, job.partial_raster, job.partial_features,
+                job.out_features, simplify_tolerance, job.timings)
+        publish_outputs(job.partial_raster, job.out_raster, job.partial_features, job.out_features, overwrite)
     except BaseException:
         _discard_job(job)
         raise
     shutil.rmtree(job.work, ignore_errors=True)
-    timings["total"] = time.perf_counter() - job.t_start
+    job.timings["total"] = time.perf_counter() - job.t_start
     return RasterPrediction(job.out_raster, job.out_features, len(job.grid), n_instances, n_features,
-                            job.merge.n_merges, timings)
+                            job.merge.n_merges, job.timings)
 
 
 def _run(client, jobs, tasks, model_ref, predictor, block_tiles, batch_size, merge_iou, pass_windows,

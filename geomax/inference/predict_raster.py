@@ -367,52 +367,10 @@ def predict_raster(
                                 in_flight[2].cancel()
                             raise
 
-                # ---- final ids, block rewrite and polygons ---------------------------------
-                t0 = time.perf_counter()
-                class_lut, instance_lut, n_instances = stitcher.finalize()
-                max_value = max(int(class_lut.max(initial=0)), n_instances, 100)
-                dtype = panoptic_dtype(max_value)
-                stitched = work / "panoptic.tif"
-                vectorizer = (PanopticVectorizer(predictor.class_table, src.transform, src.width)
-                              if out_features is not None else None)
-                with rasterio.open(ids_path) as ids_src, rasterio.open(conf_path) as conf_src, \
-                        rasterio.open(stitched, "w", **panoptic_profile(src, dtype)) as dst:
-                    describe(dst, predictor.class_table)
-                    for r0 in range(0, src.height, _VECTOR_BLOCK):
-                        for c0 in range(0, src.width, _VECTOR_BLOCK):
-                            win = Window(c0, r0, min(_VECTOR_BLOCK, src.width - c0),
-                                         min(_VECTOR_BLOCK, src.height - r0))
-                            prov = ids_src.read(1, window=win)
-                            conf = conf_src.read(1, window=win)
-                            cls = class_lut[prov]
-                            inst = instance_lut[prov]
-                            dst.write(np.stack([cls, inst, conf]).astype(dtype), window=win)
-                            if vectorizer is not None:
-                                vectorizer.add_block(r0, c0, cls, inst, conf)
-                timings["finalize"] = time.perf_counter() - t0
-                (ids_path).unlink()
-                (conf_path).unlink()
-
-                t0 = time.perf_counter()
-                write_cog(stitched, partial_raster)
-                write_colortable_sidecar(partial_raster, predictor.class_table)
-                timings["cog"] = time.perf_counter() - t0
-
-                n_features = None
-                if vectorizer is not None:
-                    t0 = time.perf_counter()
-                    gdf = vectorizer.to_geodataframe(crs=src.crs, simplify_tolerance=simplify_tolerance)
-                    n_features = len(gdf)
-                    write_features(gdf, partial_features, layer=out_features.stem)
-                    timings["features"] = time.perf_counter() - t0
-            if overwrite:
-                _remove_output(out_raster)
-                _remove_output(Path(str(out_raster) + ".aux.xml"))
-                if out_features is not None:
-                    _remove_output(out_features)
-            _rename_outputs(partial_raster, out_raster)
-            if partial_features is not None:
-                _rename_outputs(partial_features, out_features)
+                n_instances, n_features = finish_outputs(
+                    src, stitcher, work, predictor.class_table, partial_raster, partial_features,
+                    out_features, simplify_tolerance, timings)
+            publish_outputs(partial_raster, out_raster, partial_features, out_features, overwrite)
         except BaseException:
             for p in [partial_raster, partial_features]:
                 if p is not None:
@@ -429,6 +387,65 @@ def predict_raster(
     timings["total"] = time.perf_counter() - t_start
     return RasterPrediction(out_raster, out_features, len(grid), n_instances, n_features,
                             stitcher.n_merges, timings)
+
+
+def finish_outputs(src, stitcher, work: Path, class_table, partial_raster: Path, partial_features: Path | None,
+                   out_features: Path | None, simplify_tolerance: float | None, timings: dict) -> tuple[int, int | None]:
+    """Last stage shared by :func:`predict_raster` and its distributed twin.
+
+    Reads the scratch rasters ``work/ids.tif`` (provisional ids) and ``work/conf.tif``
+    block by block, writes final class Values and instance ids (``stitcher.finalize()``
+    luts), polygonises each block when features are asked for, converts to a COG at
+    ``partial_raster`` and writes the features to ``partial_features``. The scratch
+    files are removed. Returns ``(n_instances, n_features)``; fills ``timings``.
+    """
+    t0 = time.perf_counter()
+    class_lut, instance_lut, n_instances = stitcher.finalize()
+    dtype = panoptic_dtype(max(int(class_lut.max(initial=0)), n_instances, 100))
+    ids_path, conf_path, stitched = work / "ids.tif", work / "conf.tif", work / "panoptic.tif"
+    vectorizer = PanopticVectorizer(class_table, src.transform, src.width) if out_features is not None else None
+    with rasterio.open(ids_path) as ids_src, rasterio.open(conf_path) as conf_src, \
+            rasterio.open(stitched, "w", **panoptic_profile(src, dtype)) as dst:
+        describe(dst, class_table)
+        for r0 in range(0, src.height, _VECTOR_BLOCK):
+            for c0 in range(0, src.width, _VECTOR_BLOCK):
+                win = Window(c0, r0, min(_VECTOR_BLOCK, src.width - c0), min(_VECTOR_BLOCK, src.height - r0))
+                prov = ids_src.read(1, window=win)
+                conf = conf_src.read(1, window=win)
+                cls, inst = class_lut[prov], instance_lut[prov]
+                dst.write(np.stack([cls, inst, conf]).astype(dtype), window=win)
+                if vectorizer is not None:
+                    vectorizer.add_block(r0, c0, cls, inst, conf)
+    timings["finalize"] = time.perf_counter() - t0
+    ids_path.unlink()
+    conf_path.unlink()
+
+    t0 = time.perf_counter()
+    write_cog(stitched, partial_raster)
+    write_colortable_sidecar(partial_raster, class_table)
+    timings["cog"] = time.perf_counter() - t0
+
+    n_features = None
+    if vectorizer is not None:
+        t0 = time.perf_counter()
+        gdf = vectorizer.to_geodataframe(crs=src.crs, simplify_tolerance=simplify_tolerance)
+        n_features = len(gdf)
+        write_features(gdf, partial_features, layer=out_features.stem)
+        timings["features"] = time.perf_counter() - t0
+    return n_instances, n_features
+
+
+def publish_outputs(partial_raster: Path, out_raster: Path, partial_features: Path | None,
+                    out_features: Path | None, overwrite: bool) -> None:
+    """Give complete outputs their final names (replacing earlier ones only when ``overwrite``)."""
+    if overwrite:
+        _remove_output(out_raster)
+        _remove_output(Path(str(out_raster) + ".aux.xml"))
+        if out_features is not None:
+            _remove_output(out_features)
+    _rename_outputs(partial_raster, out_raster)
+    if partial_features is not None:
+        _rename_outputs(partial_features, out_features)
 
 
 def _remove_output(path: Path) -> None:

@@ -135,6 +135,10 @@ class MaXDeepLabLoss(nn.Module):
         ``"output"`` (deeplab2: ground truth sampled down to the output stride) or
         ``"input"`` (predictions resized up to the ground truth's size; about
         ``stride**2`` times the memory of the mask-level terms).
+    mask_id_balance:
+        ``"pixel"`` (deeplab2: the mask-ID cross-entropy is a mean over pixels, so a
+        4x8 px vehicle weighs 1/200 of a field) or ``"segment"`` (a mean over matched
+        segments of each segment's mean: every object weighs the same).
 
     Attributes
     ----------
@@ -156,6 +160,7 @@ class MaXDeepLabLoss(nn.Module):
         temperature: float = 0.3,
         void_overlap_weighting: str = "none",
         loss_resolution: str = "output",
+        mask_id_balance: str = "pixel",
     ) -> None:
         super().__init__()
         if int(num_classes) < 1:
@@ -166,6 +171,8 @@ class MaXDeepLabLoss(nn.Module):
             raise ArgumentError(f"temperature must be positive, got {temperature}.")
         if void_overlap_weighting not in ("none", "official"):
             raise ArgumentError(f"void_overlap_weighting must be 'none' or 'official', got {void_overlap_weighting!r}.")
+        if mask_id_balance not in ("pixel", "segment"):
+            raise ArgumentError(f"mask_id_balance must be 'pixel' or 'segment', got {mask_id_balance!r}.")
         if loss_resolution not in ("output", "input"):
             raise ArgumentError(f"loss_resolution must be 'output' or 'input', got {loss_resolution!r}.")
         for name, w in (("pq_weight", pq_weight), ("instance_weight", instance_weight),
@@ -178,6 +185,7 @@ class MaXDeepLabLoss(nn.Module):
         self.temperature = float(temperature)
         self.void_overlap_weighting = void_overlap_weighting
         self.loss_resolution = loss_resolution
+        self.mask_id_balance = mask_id_balance
         self.weights = {
             "pq_class": float(pq_weight),
             "pq_dice": float(pq_weight),
@@ -290,7 +298,11 @@ class MaXDeepLabLoss(nn.Module):
         sel = pix_slot >= 0
         if sel.any():
             nll = -log_probs.gather(1, pix_slot.clamp(min=0).unsqueeze(1)).squeeze(1)  # (B, P)
-            mask_id = (nll * sel.float()).sum() / sel.sum()
+            if self.mask_id_balance == "segment":  # every matched segment weighs the same
+                w_pix = sel.float() / gt_area.gather(1, gt_id).clamp(min=1.0)
+                mask_id = (nll * w_pix).sum() / w_pix.sum()
+            else:
+                mask_id = (nll * sel.float()).sum() / sel.sum()
         else:
             mask_id = zero
 

@@ -172,6 +172,8 @@ def test_saved_model_path_loads_on_the_workers(tmp_path, client):
 
     torch.manual_seed(0)
     model = MaXDeepLab(prepare_data(tmp_path / "chips", batch_size=2, val_split_pct=0.25), backbone="max_deeplab_tiny")
+    with torch.no_grad():  # every slot says "building": the untrained network's segments are things
+        model.model.class_head.logits.bias[model.class_table.index_of_name("building")] += 10.0
     folder = model.save(tmp_path / "tiny", compute_metrics=False)
     # a low class threshold so that the untrained network yields segments; one tile per batch on both paths
     kw = dict(tile_size=64, overlap=16, batch_size=1, progress=False, class_threshold=0.0, mask_threshold=0.0,

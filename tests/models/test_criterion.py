@@ -261,3 +261,28 @@ def test_input_resolution_keeps_segments_smaller_than_the_stride():
 def test_bad_loss_resolution_raises():
     with pytest.raises(ArgumentError, match="loss_resolution"):
         MaXDeepLabLoss(C, loss_resolution="full")
+
+
+def test_segment_balanced_mask_id_weighs_every_object_the_same():
+    """A wrong 2x2 object next to a right 1020-pixel field: pixel-averaged mask-ID hardly
+    notices, segment-balanced mask-ID counts it as half of the term."""
+    B, H, W, N = 1, 32, 32, 4
+    masks = torch.zeros(B, 2, H, W, dtype=torch.bool)
+    masks[0, 1, 8:10, 8:10] = True
+    masks[0, 0] = ~masks[0, 1]
+    tgt = {GT_SEMANTIC: torch.where(masks[0, 1], 3, 1).unsqueeze(0), GT_MASKS: masks,
+           GT_CLASSES: torch.tensor([[1, 3]]), GT_IS_THING: torch.tensor([[False, True]]),
+           GT_VALID: torch.ones(B, H, W, dtype=torch.bool)}
+    ml = torch.full((B, N, H, W), -10.0)
+    ml[0, 0] = 10.0  # slot 0 owns every pixel, the small object included
+    cl = torch.full((B, N, C + 1), -10.0)
+    cl[0, 0, 1] = 10.0
+    cl[0, 1, 3] = 10.0
+    cl[0, 2:, 0] = 10.0
+    pred = {PRED_MASK_LOGITS: ml, PRED_CLASS_LOGITS: cl}
+    pixel = MaXDeepLabLoss(C, mask_id_balance="pixel").terms(pred, tgt)["mask_id"]
+    segment = MaXDeepLabLoss(C, mask_id_balance="segment").terms(pred, tgt)["mask_id"]
+    assert segment > 100 * pixel
+    assert float(segment) == pytest.approx(20.0 / 2, rel=1e-3)  # (0 for the field + 20 for the object) / 2
+    with pytest.raises(ArgumentError, match="mask_id_balance"):
+        MaXDeepLabLoss(C, mask_id_balance="area")

@@ -12,6 +12,8 @@ from geomax.data.synthetic import SYNTHETIC_CLASSES, make_scene
 from geomax.errors import DataError, InputMismatchError, ModelError
 from geomax.metrics import PanopticEvaluator
 
+OVERFIT_EPOCHS = 600  # one batch per epoch; see benchmarks/bench_overfit.py for the curve
+
 
 @pytest.fixture(scope="module")
 def chips(tmp_path_factory):
@@ -165,3 +167,20 @@ def test_band_subset_model_reads_its_bands_from_a_full_image(chips):
     from_path = model.predict(chip, class_threshold=0.0, mask_threshold=0.0)
     from_array = model.predict(full[[3, 0, 1]], class_threshold=0.0, mask_threshold=0.0)
     np.testing.assert_array_equal(from_path.class_map, from_array.class_map)
+
+
+def test_overfitting_a_handful_of_chips_reaches_pq_090(tmp_path):
+    """Four 64 px chips (buildings in touching rows, vehicles of 4x8 px on a road): the
+    learner must reproduce them, PQ >= 0.9 on the same chips (issue: the learner)."""
+    make_scene(tmp_path / "scene.tif", tmp_path / "labels.gpkg", size=128, seed=3)
+    export_training_data(tmp_path / "scene.tif", tmp_path / "labels.gpkg", tmp_path / "chips",
+                         class_table=SYNTHETIC_CLASSES, tile_size=64, progress=False)
+    small = prepare_data(tmp_path / "chips", batch_size=4, val_split_pct=0.0, transforms=False)
+    assert len(small.train_ds) == 4
+    torch.manual_seed(0)
+    model = MaXDeepLab(small, backbone="max_deeplab_tiny")
+    with model.learn.no_bar(), model.learn.no_logging():
+        model.fit(OVERFIT_EPOCHS, lr=3e-3, checkpoint=False, monitor="train_loss")
+    metrics = model.compute_metrics(dl=small.train.new(shuffle=False, drop_last=False))
+    assert metrics["all"]["pq"] >= 0.9, metrics["all"]
+    assert metrics["things"]["pq"] >= 0.8, metrics["things"]

@@ -66,13 +66,27 @@ def test_output_stride_option(stride):
         build_maxdeeplab("max_deeplab_tiny", 3, 4, output_stride=8)
 
 
-def test_config_without_output_stride_rebuilds_a_stride_4_network():
-    """Model packages written before the option existed hold stride-4 weights."""
-    model = build_maxdeeplab("max_deeplab_cpu", 3, 4, output_stride=4)
-    old = {k: v for k, v in model.config.items() if k != "output_stride"}
+def test_config_without_newer_options_rebuilds_the_older_network():
+    """Model packages written before output_stride / semantic_feature existed hold
+    stride-4 weights with the semantic head on the backbone."""
+    model = build_maxdeeplab("max_deeplab_cpu", 3, 4, output_stride=4, semantic_feature="backbone")
+    old = {k: v for k, v in model.config.items() if k not in ("output_stride", "semantic_feature")}
     twin = build_from_config(old)
-    assert twin.output_stride == 4
+    assert twin.output_stride == 4 and twin.semantic_feature == "backbone"
     twin.load_state_dict(model.state_dict())  # strict: same parameters
+
+
+@pytest.mark.parametrize("source", ["decoder", "backbone"])
+def test_semantic_feature_option(source):
+    torch.manual_seed(0)
+    model = build_maxdeeplab("max_deeplab_tiny", 3, 4, semantic_feature=source)
+    out = model(torch.randn(1, 3, 32, 64))
+    _check_outputs(model, out, 1, 32, 64, 4)
+    # the head reads the decoder output (its channels) or the stride-16 backbone output
+    expected = model.decoder.out_channels if source == "decoder" else model.backbone.channels[16]
+    assert model.semantic_head.conv[0][0].in_channels == expected
+    with pytest.raises(ArgumentError, match="semantic_feature"):
+        build_maxdeeplab("max_deeplab_tiny", 3, 4, semantic_feature="stem")
 
 
 def test_max_deeplab_s_parameter_count_and_small_forward():

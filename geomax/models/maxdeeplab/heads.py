@@ -8,8 +8,8 @@
   post-processor apply it.
 * :class:`ClassHead`: class logits (C + 1, index 0 void) from the memory, with
   the void bias set so that p(void) is about ``void_prior`` (0.9) at start.
-* :class:`SemanticHead`: auxiliary semantic logits (C + 1) from the backbone
-  output at stride 16, resized to the output stride.
+* :class:`SemanticHead`: auxiliary semantic logits (C + 1) at the output stride,
+  from the decoder output or from the stride-16 backbone output.
 """
 from __future__ import annotations
 
@@ -116,12 +116,15 @@ class ClassHead(nn.Module):
 
 
 class SemanticHead(nn.Module):
-    """Auxiliary semantic head on the stride-16 backbone output, resized to the output stride.
+    """Auxiliary semantic head: separable conv + 1x1 logits, resized to the output stride.
+
+    It reads either the decoder output (already at the output stride) or the
+    stride-16 backbone output (see ``semantic_feature`` of the network).
 
     Parameters
     ----------
     in_channels : int
-        Backbone output channels.
+        Channels of the feature it reads.
     head_channels : int
         Width of the separable 5x5 convolution.
     num_classes : int
@@ -134,6 +137,8 @@ class SemanticHead(nn.Module):
         self.logits = nn.Conv2d(head_channels, num_classes + 1, 1)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-        """Activated (B, C, H/16, W/16) -> (B, C + 1, *size) logits."""
+        """Activated (B, C, h, w) -> (B, C + 1, *size) logits."""
         y = self.logits(self.conv(x))
-        return F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        if tuple(y.shape[-2:]) != tuple(size):
+            y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
+        return y

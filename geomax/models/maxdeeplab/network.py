@@ -115,6 +115,12 @@ class MaXDeepLabNetwork(nn.Module):
         Initial p(void) of every slot.
     mask_logit_scale_init : float
         Initial shared scale of the mask logits.
+    semantic_feature : str
+        What the auxiliary semantic head reads: ``"decoder"`` (the decoder output
+        at the output stride, as deeplab2 does with a stacked decoder or its
+        auxiliary semantic decoder: per-pixel class supervision at high
+        resolution, which small objects need) or ``"backbone"`` (the stride-16
+        backbone output, resized; models saved before this option existed).
     output_stride : int
         Resolution of masks, pixel features and semantic logits: 4 (the paper) or
         2 (one more decoder fusion with the stem feature; small objects such as
@@ -134,7 +140,8 @@ class MaXDeepLabNetwork(nn.Module):
                  extra_blocks: int = 1, decoder_num_stacks: int = 0, decoder_blocks: int = 1,
                  head_channels: int = 256, feature_dim: int = 128,
                  drop_path_rate: float = 0.2, void_prior: float = 0.9,
-                 mask_logit_scale_init: float = 0.1, output_stride: int = 4) -> None:
+                 mask_logit_scale_init: float = 0.1, output_stride: int = 4,
+                 semantic_feature: str = "decoder") -> None:
         super().__init__()
         if int(in_channels) < 1:
             raise ArgumentError(f"in_channels must be >= 1, got {in_channels}")
@@ -149,6 +156,10 @@ class MaXDeepLabNetwork(nn.Module):
             raise ArgumentError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
         if output_stride not in (2, 4):
             raise ArgumentError(f"output_stride must be 4 or 2, got {output_stride!r}")
+        if semantic_feature not in ("decoder", "backbone"):
+            raise ArgumentError(f"semantic_feature must be 'decoder' or 'backbone', got "
+                                f"{semantic_feature!r}")
+        self.semantic_feature = semantic_feature
         self.output_stride = int(output_stride)
         self.in_channels = int(in_channels)
         self.num_classes = int(num_classes)
@@ -173,7 +184,9 @@ class MaXDeepLabNetwork(nn.Module):
         self.mask_head = MaskHead(memory_channels, head_channels, feature_dim,
                                   mask_logit_scale_init)
         self.class_head = ClassHead(memory_channels, head_channels, num_classes, void_prior)
-        self.semantic_head = SemanticHead(self.backbone.channels[16], head_channels, num_classes)
+        semantic_in = (self.decoder.out_channels if semantic_feature == "decoder"
+                       else self.backbone.channels[16])
+        self.semantic_head = SemanticHead(semantic_in, head_channels, num_classes)
 
     # ------------------------------------------------------------------ parameter groups
     def backbone_parameters(self) -> list[nn.Parameter]:
@@ -238,12 +251,14 @@ class MaXDeepLabNetwork(nn.Module):
         memory = self.memory.expand(b, -1, -1)
         features, activated, memory = self.backbone(image, memory)
         decoded, memory = self.decoder(features, activated, memory)
-        pixel_features = self.pixel_head(torch.relu(decoded))
+        decoded = torch.relu(decoded)
+        pixel_features = self.pixel_head(decoded)
         out_size = (image.shape[-2] // self.output_stride, image.shape[-1] // self.output_stride)
         return {
             PRED_MASK_LOGITS: self.mask_head(memory, pixel_features),
             PRED_CLASS_LOGITS: self.class_head(memory),
-            PRED_SEMANTIC_LOGITS: self.semantic_head(activated, out_size),
+            PRED_SEMANTIC_LOGITS: self.semantic_head(
+                decoded if self.semantic_feature == "decoder" else activated, out_size),
             PRED_PIXEL_FEATURES: pixel_features,
             PRED_MEMORY_FEATURES: memory,
         }

@@ -38,7 +38,7 @@ _S = dict(
     value_expansion=2.0, num_slots=128, memory_channels=256, transformer_filters=128,
     transformer_ffn_channels=2048, extra_blocks=1, decoder_num_stacks=0, decoder_blocks=1,
     head_channels=256, feature_dim=128, drop_path_rate=0.2, void_prior=0.9,
-    mask_logit_scale_init=0.1, output_stride=4)
+    mask_logit_scale_init=0.1, output_stride=4, semantic_feature="decoder")
 
 _L = dict(_S, stem_channels=(64, 64, 128), stage_filters=(128, 256, 512, 1024),
           stage_blocks=(3, 6, 3, 3), memory_channels=512, transformer_filters=256,
@@ -137,8 +137,10 @@ def build_from_config(config: Mapping[str, Any]) -> nn.Module:
         raise ArgumentError("config must be a mapping with a 'variant' key (a network's .config)")
     kwargs = dict(config)
     variant = kwargs.pop("variant")
-    # configs written before output_stride existed describe stride-4 networks
+    # configs written before these options existed describe stride-4 networks whose
+    # semantic head reads the backbone
     kwargs.setdefault("output_stride", 4)
+    kwargs.setdefault("semantic_feature", "backbone")
     try:
         in_channels = kwargs.pop("in_channels")
         num_classes = kwargs.pop("num_classes")
