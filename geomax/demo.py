@@ -22,10 +22,10 @@ __all__ = ["run_demo", "TimeBudget", "DEMO_DEFAULTS", "QUICK_DEFAULTS", "check_o
 
 #: Settings of the full demo (about 15 minutes on 2 CPU cores).
 DEMO_DEFAULTS: dict[str, Any] = dict(total_minutes=14.0, train_minutes=None, scene_size=1536, test_size=1024,
-                                     chip_size=128, batch_size=8, lr=1e-3, bands=4)
+                                     chip_size=128, batch_size=8, lr=3e-3, bands=4)
 #: Settings of ``--quick`` (a few minutes).
 QUICK_DEFAULTS: dict[str, Any] = dict(total_minutes=3.0, train_minutes=None, scene_size=768, test_size=512,
-                                      chip_size=128, batch_size=8, lr=1e-3, bands=4)
+                                      chip_size=128, batch_size=8, lr=3e-3, bands=4)
 
 
 class TimeBudget:

@@ -21,7 +21,9 @@ Transformers*, CVPR 2021. Terms (names as returned by :meth:`MaXDeepLabLoss.term
     of every ground-truth segment, the target being its own segment.
 ``mask_id``
     Mask-ID cross-entropy: a per-pixel softmax over the N slots, the target being
-    the slot matched to the pixel's ground-truth segment.
+    the slot matched to the pixel's ground-truth segment; a mean over pixels
+    (deeplab2) or, with ``mask_id_balance="segment"``, a mean over matched
+    segments of each segment's mean (every object weighs the same).
 ``semantic``
     Auxiliary semantic cross-entropy on the semantic head (void never a target).
 
@@ -92,6 +94,24 @@ TERM_NAMES = ("pq_class", "pq_dice", "instance", "mask_id", "semantic")
 
 _WEIGHT_FLOOR = 1e-5  # deeplab2's floor on the stop-gradient weights
 _MASKED_LOGIT = -1e4  # logit of absent segments in the instance-discrimination softmax
+
+
+def _flat_targets(tgt: dict) -> tuple[torch.Tensor, ...]:
+    """Targets at the loss resolution, flattened: ``(nv, classes, gt, present, is_thing)``.
+
+    ``nv`` (B, P) float, 1 on labelled valid pixels; ``classes`` (B, K); ``gt`` (B, K, P)
+    float masks restricted to ``nv`` and to present segments; ``present`` (B, K) segments
+    with a class and pixels left; ``is_thing`` (B, K) present things.
+    """
+    B = tgt[GT_SEMANTIC].shape[0]
+    nv = (tgt[GT_VALID] & (tgt[GT_SEMANTIC] > 0)).reshape(B, -1).float()
+    classes = tgt[GT_CLASSES].long()
+    gt = tgt[GT_MASKS].reshape(B, classes.shape[1], -1).float() * nv.unsqueeze(1)
+    present = (classes > 0) & (gt.sum(-1) > 0)
+    gt = gt * present.unsqueeze(-1).float()
+    is_thing = tgt.get(GT_IS_THING)
+    is_thing = present if is_thing is None else (is_thing.bool() & present)
+    return nv, classes, gt, present, is_thing
 
 
 def _resize_predictions(pred: dict, size: tuple[int, int]) -> dict:
@@ -238,15 +258,8 @@ class MaXDeepLabLoss(nn.Module):
         B, N, h, w = mask_logits.shape
         P = h * w
         tgt = downsample_targets(target, (h, w))
-        non_void = (tgt[GT_VALID] & (tgt[GT_SEMANTIC] > 0)).reshape(B, P)
-        nv = non_void.float()
-        classes = tgt[GT_CLASSES].long()
-        gt = tgt[GT_MASKS].reshape(B, -1, P).float() * nv.unsqueeze(1)
-        present = (classes > 0) & (gt.sum(-1) > 0)
-        gt = gt * present.unsqueeze(-1).float()
+        nv, classes, gt, present, is_thing = _flat_targets(tgt)
         gt_area = gt.sum(-1)  # (B, K)
-        is_thing = tgt.get(GT_IS_THING)
-        is_thing = present if is_thing is None else (is_thing.bool() & present)
 
         log_probs = torch.log_softmax(mask_logits.reshape(B, N, P), dim=1)  # slot softmax
         probs = log_probs.exp()
@@ -347,16 +360,7 @@ class MaXDeepLabLoss(nn.Module):
 
     def _instance_term_at(self, feats: torch.Tensor, target: dict) -> torch.Tensor:
         """Instance discrimination with the ground truth sampled down to the features' size."""
-        B = feats.shape[0]
-        P = feats.shape[-2] * feats.shape[-1]
-        tgt = downsample_targets(target, tuple(feats.shape[-2:]))
-        nv = (tgt[GT_VALID] & (tgt[GT_SEMANTIC] > 0)).reshape(B, P).float()
-        classes = tgt[GT_CLASSES].long()
-        gt = tgt[GT_MASKS].reshape(B, -1, P).float() * nv.unsqueeze(1)
-        present = (classes > 0) & (gt.sum(-1) > 0)
-        gt = gt * present.unsqueeze(-1).float()
-        is_thing = tgt.get(GT_IS_THING)
-        is_thing = present if is_thing is None else (is_thing.bool() & present)
+        _, _, gt, present, is_thing = _flat_targets(downsample_targets(target, tuple(feats.shape[-2:])))
         return self._instance_term(feats, gt, gt.argmax(1), gt.sum(1) > 0, present, is_thing,
                                    gt.sum(-1))
 
