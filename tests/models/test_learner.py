@@ -12,7 +12,7 @@ from geomax.data.synthetic import SYNTHETIC_CLASSES, make_scene
 from geomax.errors import DataError, InputMismatchError, ModelError
 from geomax.metrics import PanopticEvaluator
 
-OVERFIT_EPOCHS = 600  # one batch per epoch; see benchmarks/bench_overfit.py for the curve
+OVERFIT_EPOCHS = 800  # one batch per epoch; see benchmarks/bench_overfit.py for the curve
 
 
 @pytest.fixture(scope="module")
