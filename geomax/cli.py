@@ -251,11 +251,12 @@ def describe_path(path: Path) -> str:
 
 
 def _cmd_demo(args) -> int:
-    from .demo import run_demo
+    from .demo import DEMO_SEED, run_demo
 
+    seed = DEMO_SEED if args.seed is None else args.seed
     result = run_demo(args.out, quick=args.quick, train_minutes=args.minutes, total_minutes=args.total_minutes,
                       scene_size=args.scene_size,
-                      test_size=args.test_size, seed=args.seed, backbone=args.backbone, overwrite=args.overwrite,
+                      test_size=args.test_size, seed=seed, backbone=args.backbone, overwrite=args.overwrite,
                       num_threads=args.threads, verbose=True)
     if args.min_pq is not None and not result["metrics"]["all"]["pq"] >= args.min_pq:
         print(f"geomax: PQ {result['metrics']['all']['pq']:.3f} is below --min-pq {args.min_pq}", file=sys.stderr)
@@ -416,7 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "given (default 14; 3 with --quick)")
     p.add_argument("--scene-size", type=_positive_int, help="training scene side in pixels")
     p.add_argument("--test-size", type=_positive_int, help="test scene side in pixels")
-    p.add_argument("--seed", type=int, default=0, help="seed of the scenes (test scene: seed + 1000)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the scenes (test scene: seed + 1000; default 11, a training scene with every class)")
     p.add_argument("--backbone", help="network variant (default: the CPU variant without a GPU)")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     p.add_argument("--min-pq", type=_fraction, help="exit with code 1 if the test PQ is below this (for CI)")

@@ -21,6 +21,9 @@ from .errors import ArgumentError, OutputExistsError
 __all__ = ["run_demo", "TimeBudget", "DEMO_DEFAULTS", "QUICK_DEFAULTS", "check_output_folder"]
 
 #: Settings of the full demo (about 15 minutes on 2 CPU cores).
+#: Seed of the demo's training scene (test scene: seed + 1000); see run_demo.
+DEMO_SEED = 11
+
 DEMO_DEFAULTS: dict[str, Any] = dict(total_minutes=14.0, train_minutes=None, scene_size=1536, test_size=1024,
                                      chip_size=128, batch_size=8, lr=3e-3, bands=4)
 #: Settings of ``--quick`` (a few minutes).
@@ -186,7 +189,7 @@ def run_demo(
     batch_size: int | None = None,
     lr: float | None = None,
     bands: int | None = None,
-    seed: int = 0,
+    seed: int = DEMO_SEED,
     backbone: str | None = None,
     tile_size: int | None = None,
     overlap: int | None = None,
@@ -222,7 +225,10 @@ def run_demo(
     bands:
         Bands of the synthetic scenes (1, or 3 to 6: R, G, B, NIR, SWIR1, SWIR2).
     seed:
-        The training scene uses ``seed``, the test scene ``seed + 1000``.
+        The training scene uses ``seed``, the test scene ``seed + 1000``. The default
+        (:data:`DEMO_SEED`) gives a training scene that holds every class the test scene
+        holds (seed 0's training scene has no river, 1% water, against 8% in its test
+        scene: water was never learned and the test PQ lost a whole stuff class).
     backbone:
         Network variant (default: the learner's default, ``max_deeplab_cpu`` without a GPU).
     tile_size, overlap:

@@ -31,7 +31,8 @@ def _check_outputs(model, out, b, h, w, num_classes):
     assert out[PRED_MASK_LOGITS].shape == (b, n, h // st, w // st)
     assert out[PRED_CLASS_LOGITS].shape == (b, n, num_classes + 1)
     assert out[PRED_SEMANTIC_LOGITS].shape == (b, num_classes + 1, h // st, w // st)
-    assert out[PRED_PIXEL_FEATURES].shape == (b, d, h // st, w // st)
+    sp = max(st, 2)  # at output stride 1 the pixel features stay at stride 2 (detail head)
+    assert out[PRED_PIXEL_FEATURES].shape == (b, d, h // sp, w // sp)
     assert out[PRED_MEMORY_FEATURES].shape == (b, n, dm)
     for t in out.values():
         assert torch.isfinite(t).all()
@@ -54,7 +55,7 @@ def test_output_shapes(variant, bands, classes, size):
     _check_outputs(model, out, 2, h, w, classes)
 
 
-@pytest.mark.parametrize("stride", [4, 2])
+@pytest.mark.parametrize("stride", [4, 2, 1])
 def test_output_stride_option(stride):
     torch.manual_seed(0)
     model = build_maxdeeplab("max_deeplab_tiny", 3, 4, output_stride=stride)
@@ -62,8 +63,36 @@ def test_output_stride_option(stride):
     out = model(torch.randn(2, 3, 48, 64))
     assert out[PRED_MASK_LOGITS].shape[-2:] == (48 // stride, 64 // stride)
     _check_outputs(model, out, 2, 48, 64, 4)
-    with pytest.raises(ArgumentError, match="output_stride must be 4 or 2"):
+    with pytest.raises(ArgumentError, match="output_stride must be 4, 2 or 1"):
         build_maxdeeplab("max_deeplab_tiny", 3, 4, output_stride=8)
+
+
+def test_output_stride_1_starts_from_the_upsampled_stride_2_masks():
+    """The detail term's scale starts at 0: the first masks are the stride-2 logits,
+    bilinearly upsampled; the detail head then gets gradients (through its scale first)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    model = build_maxdeeplab("max_deeplab_tiny", 3, 4, output_stride=1, full_res_channels=8)
+    assert model.detail_head is not None and float(model.detail_head.scale) == 0.0
+    x = torch.randn(2, 3, 32, 48)
+    model.eval()
+    with torch.no_grad():
+        out = model(x)
+        features, activated, memory = model.backbone(x, model.memory.expand(2, -1, -1))
+        features = {**features, 1: model.full_res(x)}
+        by_stride, memory = model.decoder(features, activated, memory, all_strides=True)
+        coarse = model.mask_head(memory, model.pixel_head(torch.relu(by_stride[2])))
+    assert coarse.shape[-2:] == (16, 24) and out[PRED_MASK_LOGITS].shape[-2:] == (32, 48)
+    torch.testing.assert_close(out[PRED_MASK_LOGITS],
+                               F.interpolate(coarse, size=(32, 48), mode="bilinear", align_corners=False))
+    model.train()
+    logits = model(x)[PRED_MASK_LOGITS]
+    (logits * torch.randn_like(logits)).sum().backward()
+    assert model.detail_head.scale.grad is not None and float(model.detail_head.scale.grad.abs()) > 0
+    assert model.full_res[0][0].weight.grad is not None  # zero until the scale moves, but connected
+    with pytest.raises(ArgumentError, match="full_res_channels"):
+        build_maxdeeplab("max_deeplab_tiny", 3, 4, output_stride=1, full_res_channels=0)
 
 
 def test_config_without_newer_options_rebuilds_the_older_network():

@@ -138,6 +138,19 @@ def test_pretrained_path_extends_rgb_checkpoint_to_more_bands(tmp_path):
     assert "backbone.stem.conv1.0.weight" in report["loaded"]
 
 
+def test_pretrained_output_stride_1_adapts_the_full_resolution_conv_too(tmp_path):
+    torch.manual_seed(0)
+    rgb = build_maxdeeplab("max_deeplab_tiny", 3, 2, output_stride=1, full_res_channels=8)
+    path = tmp_path / "rgb_os1.pth"
+    torch.save(rgb.state_dict(), path)
+    multi = build_maxdeeplab("max_deeplab_tiny", 4, 2, output_stride=1, full_res_channels=8)
+    report = multi.load_pretrained(path)
+    assert "full_res.0.0.weight" in report["loaded"] and not report["skipped"]
+    w_rgb, w4 = rgb.full_res[0][0].weight.detach(), multi.full_res[0][0].weight.detach()
+    torch.testing.assert_close(w4[:, :3], w_rgb * 3 / 4)
+    torch.testing.assert_close(w4[:, 3], w_rgb.mean(1) * 3 / 4)
+
+
 def test_pretrained_path_errors(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         build_maxdeeplab("max_deeplab_tiny", 3, 2, pretrained_path=tmp_path / "nope.pth")

@@ -1,7 +1,8 @@
 """Decoder: an extra axial + dual-path group at stride 16, then fuse 16 -> 8 -> 4
 by bilinear resize + sum, optionally stacked L times (hourglass 4 -> 8 -> 16 -> 8 -> 4),
 optionally ending with one more fusion at stride 2 with the stem feature
-(``output_stride=2``: masks at half the input resolution, for small objects)."""
+(``output_stride=2``: masks at half the input resolution, for small objects) and
+a last one at stride 1 with a full-resolution feature of the image (``output_stride=1``)."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -46,15 +47,17 @@ def decoder_strides(num_stacks: int, output_stride: int = 4) -> list[int]:
     """Output strides visited by the decoder after the stride-16 extra group.
 
     ``0`` stacks -> ``[8, 4]``; each stack adds ``[8, 16, 8, 4]`` after it;
-    ``output_stride=2`` appends a last ``2``.
+    ``output_stride=2`` appends a last ``2``; ``output_stride=1`` appends ``2, 1``.
     """
-    if output_stride not in (2, 4):
-        raise ArgumentError(f"output_stride must be 4 or 2, got {output_stride!r}")
+    if output_stride not in (1, 2, 4):
+        raise ArgumentError(f"output_stride must be 4, 2 or 1, got {output_stride!r}")
     strides = [8, 4]
     for _ in range(num_stacks):
         strides += [8, 16, 8, 4]
-    if output_stride == 2:
+    if output_stride <= 2:
         strides.append(2)
+    if output_stride == 1:
+        strides.append(1)
     return strides
 
 
@@ -80,24 +83,27 @@ class Decoder(nn.Module):
     drop_path_rate : float
         Drop-path rate at stride 16 (stride 8: half, stride 4: quarter, stride 2: eighth).
     output_stride : int
-        4 (MaX-DeepLab) or 2 (one more conv fusion with the stem feature).
+        4 (MaX-DeepLab), 2 (one more conv fusion with the stem feature) or 1
+        (then one more with the full-resolution feature ``channels[1]``).
     stride2_filters : int
         Base width of the conv block at stride 2 (output ``4 *`` this); used
-        when ``output_stride == 2``.
+        when ``output_stride <= 2``.
+    stride1_filters : int
+        Base width of the conv block at stride 1; used when ``output_stride == 1``.
     """
 
     def __init__(self, channels: dict, stride16_filters: int, stride8_filters: int,
                  stride4_filters: int, extra_blocks: int, num_stacks: int,
                  blocks_per_stage: int, transformer: dict, axial: dict,
                  drop_path_rate: float = 0.0, output_stride: int = 4,
-                 stride2_filters: int = 8) -> None:
+                 stride2_filters: int = 8, stride1_filters: int = 4) -> None:
         super().__init__()
         self.extra = BlockGroup(channels[16], stride16_filters, extra_blocks, 1,
                                 ["axial"] * extra_blocks, transformer, axial, drop_path_rate)
         filters = {16: stride16_filters, 8: stride8_filters, 4: stride4_filters,
-                   2: stride2_filters}
+                   2: stride2_filters, 1: stride1_filters}
         rates = {16: drop_path_rate, 8: drop_path_rate / 2, 4: drop_path_rate / 4,
-                 2: drop_path_rate / 8}
+                 2: drop_path_rate / 8, 1: drop_path_rate / 16}
         latest = dict(channels)
         latest[16] = self.extra.out_channels
         current = latest[16]
@@ -116,8 +122,12 @@ class Decoder(nn.Module):
         self.out_channels = current
 
     def forward(self, features: dict[int, torch.Tensor], activated: torch.Tensor,
-                memory: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the non-activated feature at the output stride and the final memory."""
+                memory: torch.Tensor, all_strides: bool = False):
+        """Return the non-activated feature at the output stride and the final memory.
+
+        With ``all_strides=True`` the first item is instead a dict stride -> the last
+        non-activated decoder feature at that stride.
+        """
         pre, memory = self.extra(activated, memory)
         latest = dict(features)
         latest[16] = pre
@@ -126,4 +136,4 @@ class Decoder(nn.Module):
             fused = fuse([pre, target], tuple(target.shape[-2:]))
             pre, memory = group(torch.relu(fused), memory)
             latest[s] = pre
-        return pre, memory
+        return (latest if all_strides else pre), memory

@@ -23,8 +23,9 @@ from geomax.common import (PRED_CLASS_LOGITS, PRED_MASK_LOGITS,
 from geomax.errors import ArgumentError, InputMismatchError, ModelError
 from geomax.models.maxdeeplab.backbone import AxialResNetBackbone
 from geomax.models.maxdeeplab.decoder import Decoder
-from geomax.models.maxdeeplab.heads import ClassHead, MaskHead, PixelHead, SemanticHead
+from geomax.models.maxdeeplab.heads import ClassHead, DetailHead, MaskHead, PixelHead, SemanticHead
 from geomax.models.maxdeeplab.stem import adapt_first_conv_weight
+from geomax.models.maxdeeplab.layers import conv_bn
 
 #: Image height and width must be multiples of this (the backbone's output stride).
 INPUT_MULTIPLE = 16
@@ -122,10 +123,17 @@ class MaXDeepLabNetwork(nn.Module):
         resolution, which small objects need) or ``"backbone"`` (the stride-16
         backbone output, resized; models saved before this option existed).
     output_stride : int
-        Resolution of masks, pixel features and semantic logits: 4 (the paper) or
+        Resolution of masks, pixel features and semantic logits: 4 (the paper),
         2 (one more decoder fusion with the stem feature; small objects such as
         vehicles of a few pixels keep enough mask cells, at about 4x the cost of
-        the mask-level work).
+        the mask-level work) or 1 (then a last fusion with a light full-resolution
+        feature of the image, two 3x3 conv-BN-ReLU of ``full_res_channels``; the
+        heads stay at stride 2 and a :class:`DetailHead` adds a full-resolution term
+        to the upsampled mask logits: masks at the pixel, for objects only a few
+        pixels wide or gaps of one pixel, at about 1.2x the step cost of stride 2).
+    full_res_channels : int
+        Width of the full-resolution image feature and of the detail embedding
+        (``output_stride=1`` only).
     """
 
     def __init__(self, in_channels: int, num_classes: int,
@@ -141,7 +149,7 @@ class MaXDeepLabNetwork(nn.Module):
                  head_channels: int = 256, feature_dim: int = 128,
                  drop_path_rate: float = 0.2, void_prior: float = 0.9,
                  mask_logit_scale_init: float = 0.1, output_stride: int = 4,
-                 semantic_feature: str = "decoder") -> None:
+                 semantic_feature: str = "decoder", full_res_channels: int = 16) -> None:
         super().__init__()
         if int(in_channels) < 1:
             raise ArgumentError(f"in_channels must be >= 1, got {in_channels}")
@@ -154,8 +162,10 @@ class MaXDeepLabNetwork(nn.Module):
             raise ArgumentError(f"void_prior must be in (0, 1), got {void_prior}")
         if not 0.0 <= drop_path_rate < 1.0:
             raise ArgumentError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
-        if output_stride not in (2, 4):
-            raise ArgumentError(f"output_stride must be 4 or 2, got {output_stride!r}")
+        if output_stride not in (1, 2, 4):
+            raise ArgumentError(f"output_stride must be 4, 2 or 1, got {output_stride!r}")
+        if int(full_res_channels) < 1:
+            raise ArgumentError(f"full_res_channels must be >= 1, got {full_res_channels}")
         if semantic_feature not in ("decoder", "backbone"):
             raise ArgumentError(f"semantic_feature must be 'decoder' or 'backbone', got "
                                 f"{semantic_feature!r}")
@@ -177,14 +187,27 @@ class MaXDeepLabNetwork(nn.Module):
         # Learned initial memory, one row per slot (deeplab2: N(0, 1) initialisation).
         self.memory = nn.Parameter(torch.randn(1, num_slots, memory_channels))
         f2, f3, _, f5 = stage_filters
-        self.decoder = Decoder(self.backbone.channels, f5, f3, f2, extra_blocks,
+        channels = dict(self.backbone.channels)
+        # Full-resolution image feature for output_stride 1 (the stem's first conv is strided).
+        self.full_res = None
+        if self.output_stride == 1:
+            c = int(full_res_channels)
+            self.full_res = nn.Sequential(conv_bn(in_channels, c, 3), conv_bn(c, c, 3))
+            channels[1] = c
+        self.decoder = Decoder(channels, f5, f3, f2, extra_blocks,
                                decoder_num_stacks, decoder_blocks, transformer, axial,
-                               drop_path_rate, output_stride, max(f2 // 2, 4))
-        self.pixel_head = PixelHead(self.decoder.out_channels, head_channels, feature_dim)
+                               drop_path_rate, output_stride, max(f2 // 2, 4), max(f2 // 4, 4))
+        # Pixel, semantic and mask heads read the decoder at stride max(output_stride, 2);
+        # at output_stride 1 a detail head adds the full-resolution term to the mask logits.
+        head_in = (self.decoder.out_channels if self.output_stride > 1
+                   else self.decoder.groups[-2].out_channels)
+        self.detail_head = (DetailHead(self.decoder.out_channels, memory_channels, int(full_res_channels))
+                            if self.output_stride == 1 else None)
+        self.pixel_head = PixelHead(head_in, head_channels, feature_dim)
         self.mask_head = MaskHead(memory_channels, head_channels, feature_dim,
                                   mask_logit_scale_init)
         self.class_head = ClassHead(memory_channels, head_channels, num_classes, void_prior)
-        semantic_in = (self.decoder.out_channels if semantic_feature == "decoder"
+        semantic_in = (head_in if semantic_feature == "decoder"
                        else self.backbone.channels[16])
         self.semantic_head = SemanticHead(semantic_in, head_channels, num_classes)
 
@@ -244,18 +267,29 @@ class MaXDeepLabNetwork(nn.Module):
             ``PRED_CLASS_LOGITS`` (B, N, C + 1), ``PRED_SEMANTIC_LOGITS``
             (B, C + 1, H/s, W/s), ``PRED_PIXEL_FEATURES`` (B, D, H/s, W/s) unit norm,
             ``PRED_MEMORY_FEATURES`` (B, N, Dm); keys from :mod:`geomax.common`;
-            s is ``output_stride``.
+            s is ``output_stride``; the pixel features are at stride ``max(s, 2)``.
         """
         self.check_input(image)
         b = image.shape[0]
         memory = self.memory.expand(b, -1, -1)
         features, activated, memory = self.backbone(image, memory)
-        decoded, memory = self.decoder(features, activated, memory)
-        decoded = torch.relu(decoded)
-        pixel_features = self.pixel_head(decoded)
+        if self.full_res is not None:
+            features = {**features, 1: self.full_res(image)}
         out_size = (image.shape[-2] // self.output_stride, image.shape[-1] // self.output_stride)
+        if self.detail_head is None:
+            decoded, memory = self.decoder(features, activated, memory)
+            decoded = torch.relu(decoded)
+            pixel_features = self.pixel_head(decoded)
+            mask_logits = self.mask_head(memory, pixel_features)
+        else:
+            by_stride, memory = self.decoder(features, activated, memory, all_strides=True)
+            decoded = torch.relu(by_stride[2])
+            pixel_features = self.pixel_head(decoded)
+            mask_logits = F.interpolate(self.mask_head(memory, pixel_features), size=out_size,
+                                        mode="bilinear", align_corners=False)
+            mask_logits = mask_logits + self.detail_head(memory, torch.relu(by_stride[1]))
         return {
-            PRED_MASK_LOGITS: self.mask_head(memory, pixel_features),
+            PRED_MASK_LOGITS: mask_logits,
             PRED_CLASS_LOGITS: self.class_head(memory),
             PRED_SEMANTIC_LOGITS: self.semantic_head(
                 decoded if self.semantic_feature == "decoder" else activated, out_size),
@@ -296,7 +330,8 @@ class MaXDeepLabNetwork(nn.Module):
                                                   for v in state.values()):
             raise ModelError(f"checkpoint {path!r} does not hold a state dict of tensors")
         own = self.state_dict()
-        first_key = "backbone.stem.conv1.0.weight"
+        # convolutions that read the image bands (the full-resolution one at output stride 1)
+        band_keys = ("backbone.stem.conv1.0.weight", "full_res.0.0.weight")
         loaded, skipped = [], []
         new_state = {}
         for key, value in state.items():
@@ -304,7 +339,7 @@ class MaXDeepLabNetwork(nn.Module):
                 skipped.append(key)
                 continue
             target = own[key].shape
-            if key == first_key and value.shape != target and value.ndim == 4 \
+            if key in band_keys and value.shape != target and value.ndim == 4 \
                     and value.shape[0] == target[0] and value.shape[2:] == target[2:]:
                 value = adapt_first_conv_weight(value, self.in_channels)
             if value.shape != own[key].shape:
