@@ -169,6 +169,8 @@ def main() -> None:
     parser.add_argument("--baseline-lr", type=float, default=3e-3)
     parser.add_argument("--output-stride", type=int, default=None,
                         help="network output stride (default: the variant's own)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="extra MaXDeepLab keyword (network / loss / post-processing), e.g. mask_id_weight=1.0")
     parser.add_argument("--no-baseline", action="store_true", help="train and report MaX-DeepLab only (ablations)")
     parser.add_argument("--save-model", default=None, help="also save the trained MaX-DeepLab here (a model folder)")
     parser.add_argument("--threads", type=int, default=2)
@@ -195,6 +197,9 @@ def main() -> None:
 
     torch.manual_seed(0)
     net_kwargs = {} if args.output_stride is None else {"output_stride": args.output_stride}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        net_kwargs[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
     model = MaXDeepLab(data, backbone=args.backbone, **net_kwargs)
     budget = TimeBudget(seconds, verbose=True)
     t0 = time.time()

@@ -6,7 +6,9 @@ Follows deeplab2's MaX-DeepLab post-processor:
    kept when its best *non-void* class probability is ``>= class_threshold``;
 2. the kept slots' mask logits are resized (bilinear) to the output size, then a softmax
    is taken over the kept slots only; each pixel goes to its most probable slot, and
-   becomes void when that probability is ``< mask_threshold``;
+   becomes void when that probability is ``< mask_threshold`` or when its most
+   probable slot among *all* slots was not kept (deeplab2's rule: the pixels of a
+   dropped slot are not handed to a neighbouring kept slot);
 3. no-data pixels (``valid`` False) become void;
 4. all stuff slots of one class form one segment; thing slots are instances; thing
    instances below ``min_thing_area`` pixels and stuff segments below ``min_stuff_area``
@@ -136,16 +138,21 @@ class PanopticPostProcessor:
         keep = torch.nonzero(best_prob >= self.class_threshold).flatten()
         if keep.numel() == 0:
             return _empty_result((H, W))
-        logits = mask_logits[keep].float().unsqueeze(0)
+        logits = mask_logits.float().unsqueeze(0)
         if tuple(logits.shape[-2:]) != (H, W):
             logits = F.interpolate(logits, size=(H, W), mode="bilinear", align_corners=False)
-        mask_probs = torch.softmax(logits[0], dim=0)  # softmax over the kept slots only
+        logits = logits[0]
+        kept_logits = logits[keep]
+        # deeplab2: a pixel whose best slot (over all slots) was dropped stays void; it is
+        # not handed to the next kept slot (that would merge a dropped car into its neighbour).
+        survives = kept_logits.max(dim=0).values >= logits.max(dim=0).values
+        mask_probs = torch.softmax(kept_logits, dim=0)  # softmax over the kept slots only
         win_prob, win = mask_probs.max(dim=0)
         win_prob, win = win_prob.cpu().numpy(), win.cpu().numpy()
         slot_cls = best_cls[keep].cpu().numpy()
         slot_prob = best_prob[keep].cpu().numpy()
 
-        live = win_prob >= self.mask_threshold
+        live = (win_prob >= self.mask_threshold) & survives.cpu().numpy()
         if valid is not None:
             live &= valid.cpu().numpy()
         pix_cls = np.where(live, slot_cls[win], 0)

@@ -33,12 +33,14 @@ def test_batch_result_structure_and_merging():
     res, = pp(_pred(), out_size=(8, 8))
     assert list(res.segments.columns) == SEGMENT_COLUMNS
     assert res.class_map.shape == res.instance_map.shape == res.segment_map.shape == res.confidence.shape == (8, 8)
-    assert res.class_map[0, 0] == 20 and res.class_map[0, 7] == 20 and res.class_map[7, 0] == 10
+    assert res.class_map[0, 1] == 20 and res.class_map[0, 7] == 20 and res.class_map[7, 0] == 10
+    # (0, 0) belongs most to the dropped weak slot: void (deeplab2), not handed to the field slot
+    assert res.class_map[0, 0] == 0 and res.segment_map[0, 0] == 0 and res.confidence[0, 0] == 0
     segs = res.segments.set_index("id")
     # both field slots form ONE stuff segment
     field = segs[segs.class_value == 20]
-    assert len(field) == 1 and field.iloc[0].area == 32 and not field.iloc[0].is_thing
-    assert res.segment_map[0, 0] == res.segment_map[0, 7]
+    assert len(field) == 1 and field.iloc[0].area == 31 and not field.iloc[0].is_thing
+    assert res.segment_map[0, 1] == res.segment_map[0, 7]
     things = segs[segs.is_thing]
     assert sorted(things.area.tolist()) == [4, 6] and set(things.class_name) == {"building"}
     assert sorted(np.unique(res.instance_map).tolist()) == [0, 1, 2]
@@ -91,3 +93,21 @@ def test_bad_inputs():
         PanopticPostProcessor(TABLE, class_threshold=1.5)
     with pytest.raises(ArgumentError, match="valid has shape"):
         PanopticPostProcessor(TABLE).process_one(torch.zeros(3, 4, 4), torch.zeros(3, 5), (16, 16), np.ones((8, 8), bool))
+
+
+def test_a_dropped_slot_is_not_absorbed_by_its_neighbour():
+    """Three cars in a queue, the middle one's slot below the class threshold: its pixels
+    become void (deeplab2), the two kept cars keep their own extent (no merged car)."""
+    ml = torch.full((1, 4, 4, 12), -S)
+    cl = torch.full((1, 4, 5), -S)
+    ml[0, 0] = 0.0; cl[0, 0, 2] = S                   # field everywhere (weak mask logit)
+    for slot, (c0, c1) in zip((1, 2, 3), ((0, 4), (4, 8), (8, 12))):
+        ml[0, slot, 1:3, c0:c1] = S                   # car masks
+        ml[0, slot, 1:3, max(c0 - 1, 0):min(c1 + 1, 12)] += 0.5 * S  # neighbours' logits rise at the edges
+        cl[0, slot, 3] = S
+    cl[0, 2, 3] = 0.0; cl[0, 2, 0] = 0.5              # middle car: p(building) about 0.4 -> dropped
+    res, = PanopticPostProcessor(TABLE, min_thing_area=1, min_stuff_area=1)({PRED_MASK_LOGITS: ml, PRED_CLASS_LOGITS: cl},
+                                                                          out_size=(4, 12))
+    things = res.segments[res.segments.is_thing]
+    assert sorted(things.area.tolist()) == [8, 8]
+    assert (res.class_map[1:3, 4:8] == 0).all()
