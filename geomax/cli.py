@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import textwrap
 from pathlib import Path
 from typing import Sequence
 
 from ._version import __version__
-from .errors import ArgumentError, DataError, GeomaxError, ModelError, OutputExistsError
+from .errors import ArgumentError, DataError, GeomaxError, OutputExistsError
 
 __all__ = ["main", "build_parser"]
 

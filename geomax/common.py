@@ -19,6 +19,9 @@ PRED_SEMANTIC_LOGITS = "semantic_logits"
 PRED_PIXEL_FEATURES = "pixel_features"
 #: (B, N, Dm) memory (slot) features after the last dual-path layer.
 PRED_MEMORY_FEATURES = "memory_features"
+#: (B, d, H, W) L2-normalised full-resolution detail embedding (networks with
+#: ``output_stride=1`` only; see ``DetailHead``).
+PRED_DETAIL_FEATURES = "detail_features"
 
 # ---- training targets (dict, one batch; padded to ``n_masks`` segments) ----
 #: (B, H, W) int64 class index per pixel, 0 = void / unlabeled / no data.

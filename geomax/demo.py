@@ -18,12 +18,12 @@ from typing import Any
 
 from .errors import ArgumentError, OutputExistsError
 
-__all__ = ["run_demo", "TimeBudget", "DEMO_DEFAULTS", "QUICK_DEFAULTS", "check_output_folder"]
+__all__ = ["run_demo", "TimeBudget", "DEMO_SEED", "DEMO_DEFAULTS", "QUICK_DEFAULTS", "check_output_folder"]
 
-#: Settings of the full demo (about 15 minutes on 2 CPU cores).
 #: Seed of the demo's training scene (test scene: seed + 1000); see run_demo.
 DEMO_SEED = 11
 
+#: Settings of the full demo (about 15 minutes on 2 CPU cores).
 DEMO_DEFAULTS: dict[str, Any] = dict(total_minutes=14.0, train_minutes=None, scene_size=1536, test_size=1024,
                                      chip_size=128, batch_size=8, lr=3e-3, bands=4)
 #: Settings of ``--quick`` (a few minutes).

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from geomax.common import (GT_CLASSES, GT_IS_THING, GT_MASKS, GT_SEMANTIC, GT_VALID, PRED_CLASS_LOGITS,
-                           PRED_MASK_LOGITS, PRED_PIXEL_FEATURES, PRED_SEMANTIC_LOGITS)
+                           PRED_DETAIL_FEATURES, PRED_MASK_LOGITS, PRED_PIXEL_FEATURES, PRED_SEMANTIC_LOGITS)
 from geomax.errors import ArgumentError
 from geomax.models.criterion import TERM_NAMES, MaXDeepLabLoss
 from geomax.models.matcher import downsample_targets
@@ -59,12 +59,14 @@ def test_terms_weights_and_total():
     pred, tgt = random_pred(), make_target()
     terms = loss.terms(pred, tgt)
     assert set(terms) == set(TERM_NAMES) == set(loss.weights)
-    assert loss.weights == {"pq_class": 3.0, "pq_dice": 3.0, "instance": 1.0, "mask_id": 0.3, "semantic": 1.0}
+    assert loss.weights == {"pq_class": 3.0, "pq_dice": 3.0, "instance": 1.0, "mask_id": 0.3, "semantic": 1.0,
+                            "instance_detail": 0.0}
     total = loss(pred, tgt)
     assert total.dim() == 0 and torch.isfinite(total)
     assert float(total.detach()) == pytest.approx(sum(loss.weights[k] * float(v) for k, v in terms.items()), rel=1e-5)
     assert loss.last_terms["total"] == pytest.approx(float(total.detach()))
-    assert all(isinstance(v, float) and v > 0 for v in loss.last_terms.values())
+    assert all(isinstance(v, float) and v > 0 for k, v in loss.last_terms.items() if k != "instance_detail")
+    assert loss.last_terms["instance_detail"] == 0.0  # off by default (and no detail features given)
     total.backward()
     for k in (PRED_MASK_LOGITS, PRED_CLASS_LOGITS, PRED_SEMANTIC_LOGITS, PRED_PIXEL_FEATURES):
         assert pred[k].grad is not None and torch.isfinite(pred[k].grad).all() and pred[k].grad.abs().sum() > 0
@@ -286,3 +288,27 @@ def test_segment_balanced_mask_id_weighs_every_object_the_same():
     assert float(segment) == pytest.approx(20.0 / 2, rel=1e-3)  # (0 for the field + 20 for the object) / 2
     with pytest.raises(ArgumentError, match="mask_id_balance"):
         MaXDeepLabLoss(C, mask_id_balance="area")
+
+
+def test_detail_instance_term_separates_touching_objects_at_full_resolution():
+    """detail_instance_weight > 0: instance discrimination on the full-resolution detail
+    embedding; lower for an embedding that tells the objects apart, gradients reach it."""
+    tgt = make_target(seed=3, void_block=False)
+    pred = random_pred(h=32, w=32)
+    loss = MaXDeepLabLoss(C, detail_instance_weight=0.5, loss_resolution="input")
+    # an embedding with one direction per ground-truth segment vs a constant one
+    K, D = tgt[GT_MASKS].shape[1], 16
+    seg = tgt[GT_MASKS].float().argmax(1)  # (B, H, W)
+    good = F.one_hot(seg, D).permute(0, 3, 1, 2).float().requires_grad_()
+    flat = F.normalize(torch.ones(2, D, 32, 32), dim=1)
+    t_good = loss.terms({**pred, PRED_DETAIL_FEATURES: good}, tgt)["instance_detail"]
+    t_flat = loss.terms({**pred, PRED_DETAIL_FEATURES: flat}, tgt)["instance_detail"]
+    assert 0 < float(t_good) < float(t_flat)
+    total = loss({**pred, PRED_DETAIL_FEATURES: good}, tgt)
+    total.backward()
+    assert good.grad is not None and good.grad.abs().sum() > 0
+    assert loss.weights["instance_detail"] == 0.5
+    off = MaXDeepLabLoss(C)
+    assert float(off.terms({**pred, PRED_DETAIL_FEATURES: good}, tgt)["instance_detail"]) == 0.0
+    with pytest.raises(ArgumentError, match="detail_instance_weight"):
+        MaXDeepLabLoss(C, detail_instance_weight=-1.0)

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from geomax.common import (PRED_CLASS_LOGITS, PRED_MASK_LOGITS, PRED_MEMORY_FEATURES,
+from geomax.common import (PRED_CLASS_LOGITS, PRED_DETAIL_FEATURES, PRED_MASK_LOGITS, PRED_MEMORY_FEATURES,
                            PRED_PIXEL_FEATURES, PRED_SEMANTIC_LOGITS)
 from geomax.errors import ArgumentError, InputMismatchError
 from geomax.models.maxdeeplab import (INPUT_MULTIPLE, VARIANTS, build_from_config,
@@ -27,7 +27,11 @@ def _check_outputs(model, out, b, h, w, num_classes):
     st = model.output_stride
     dm = model.config["memory_channels"]
     assert set(out) == {PRED_MASK_LOGITS, PRED_CLASS_LOGITS, PRED_SEMANTIC_LOGITS,
-                        PRED_PIXEL_FEATURES, PRED_MEMORY_FEATURES}
+                        PRED_PIXEL_FEATURES, PRED_MEMORY_FEATURES} | ({PRED_DETAIL_FEATURES} if st == 1 else set())
+    if st == 1:
+        assert out[PRED_DETAIL_FEATURES].shape == (b, model.config["full_res_channels"], h, w)
+        dn = out[PRED_DETAIL_FEATURES].norm(dim=1)
+        torch.testing.assert_close(dn, torch.ones_like(dn), rtol=0, atol=1e-4)
     assert out[PRED_MASK_LOGITS].shape == (b, n, h // st, w // st)
     assert out[PRED_CLASS_LOGITS].shape == (b, n, num_classes + 1)
     assert out[PRED_SEMANTIC_LOGITS].shape == (b, num_classes + 1, h // st, w // st)
@@ -83,6 +87,7 @@ def test_output_stride_1_starts_from_the_upsampled_stride_2_masks():
         features = {**features, 1: model.full_res(x)}
         by_stride, memory = model.decoder(features, activated, memory, all_strides=True)
         coarse = model.mask_head(memory, model.pixel_head(torch.relu(by_stride[2])))
+        assert out[PRED_DETAIL_FEATURES].shape == (2, 8, 32, 48)
     assert coarse.shape[-2:] == (16, 24) and out[PRED_MASK_LOGITS].shape[-2:] == (32, 48)
     torch.testing.assert_close(out[PRED_MASK_LOGITS],
                                F.interpolate(coarse, size=(32, 48), mode="bilinear", align_corners=False))

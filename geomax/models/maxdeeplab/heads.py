@@ -116,9 +116,12 @@ class DetailHead(nn.Module):
         self.kernel = nn.Linear(memory_channels, detail_dim)
         self.scale = nn.Parameter(torch.zeros(()))
 
-    def forward(self, memory: torch.Tensor, feature: torch.Tensor) -> torch.Tensor:
-        """(B, N, Dm) memory, activated (B, C, H, W) feature -> (B, N, H, W) detail logits."""
-        d = F.normalize(self.pixel(feature), dim=1)
+    def embed(self, feature: torch.Tensor) -> torch.Tensor:
+        """Activated (B, C, H, W) stride-1 feature -> unit-norm (B, detail_dim, H, W) embedding d."""
+        return F.normalize(self.pixel(feature), dim=1)
+
+    def forward(self, memory: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
+        """(B, N, Dm) memory, (B, detail_dim, H, W) embedding -> (B, N, H, W) detail logits."""
         b, c, h, w = d.shape
         k = self.kernel(memory)  # (B, N, detail_dim)
         return (self.scale * torch.bmm(k, d.reshape(b, c, h * w))).reshape(b, -1, h, w)

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geomax.common import (PRED_CLASS_LOGITS, PRED_MASK_LOGITS,
+from geomax.common import (PRED_CLASS_LOGITS, PRED_DETAIL_FEATURES, PRED_MASK_LOGITS,
                            PRED_MEMORY_FEATURES, PRED_PIXEL_FEATURES, PRED_SEMANTIC_LOGITS)
 from geomax.errors import ArgumentError, InputMismatchError, ModelError
 from geomax.models.maxdeeplab.backbone import AxialResNetBackbone
@@ -130,7 +130,7 @@ class MaXDeepLabNetwork(nn.Module):
         feature of the image, two 3x3 conv-BN-ReLU of ``full_res_channels``; the
         heads stay at stride 2 and a :class:`DetailHead` adds a full-resolution term
         to the upsampled mask logits: masks at the pixel, for objects only a few
-        pixels wide or gaps of one pixel, at about 1.2x the step cost of stride 2).
+        pixels wide or gaps of one pixel, at about 1.4x the training time of stride 2).
     full_res_channels : int
         Width of the full-resolution image feature and of the detail embedding
         (``output_stride=1`` only).
@@ -267,7 +267,8 @@ class MaXDeepLabNetwork(nn.Module):
             ``PRED_CLASS_LOGITS`` (B, N, C + 1), ``PRED_SEMANTIC_LOGITS``
             (B, C + 1, H/s, W/s), ``PRED_PIXEL_FEATURES`` (B, D, H/s, W/s) unit norm,
             ``PRED_MEMORY_FEATURES`` (B, N, Dm); keys from :mod:`geomax.common`;
-            s is ``output_stride``; the pixel features are at stride ``max(s, 2)``.
+            s is ``output_stride``; the pixel features are at stride ``max(s, 2)``;
+            with ``s = 1`` also ``PRED_DETAIL_FEATURES`` (B, d, H, W) unit norm.
         """
         self.check_input(image)
         b = image.shape[0]
@@ -276,18 +277,16 @@ class MaXDeepLabNetwork(nn.Module):
         if self.full_res is not None:
             features = {**features, 1: self.full_res(image)}
         out_size = (image.shape[-2] // self.output_stride, image.shape[-1] // self.output_stride)
-        if self.detail_head is None:
-            decoded, memory = self.decoder(features, activated, memory)
-            decoded = torch.relu(decoded)
-            pixel_features = self.pixel_head(decoded)
-            mask_logits = self.mask_head(memory, pixel_features)
-        else:
-            by_stride, memory = self.decoder(features, activated, memory, all_strides=True)
-            decoded = torch.relu(by_stride[2])
-            pixel_features = self.pixel_head(decoded)
-            mask_logits = F.interpolate(self.mask_head(memory, pixel_features), size=out_size,
-                                        mode="bilinear", align_corners=False)
-            mask_logits = mask_logits + self.detail_head(memory, torch.relu(by_stride[1]))
+        by_stride, memory = self.decoder(features, activated, memory, all_strides=True)
+        decoded = torch.relu(by_stride[max(self.output_stride, 2)])
+        pixel_features = self.pixel_head(decoded)
+        mask_logits = self.mask_head(memory, pixel_features)
+        extra = {}
+        if self.detail_head is not None:
+            detail = self.detail_head.embed(torch.relu(by_stride[1]))
+            mask_logits = F.interpolate(mask_logits, size=out_size, mode="bilinear", align_corners=False)
+            mask_logits = mask_logits + self.detail_head(memory, detail)
+            extra[PRED_DETAIL_FEATURES] = detail
         return {
             PRED_MASK_LOGITS: mask_logits,
             PRED_CLASS_LOGITS: self.class_head(memory),
@@ -295,6 +294,7 @@ class MaXDeepLabNetwork(nn.Module):
                 decoded if self.semantic_feature == "decoder" else activated, out_size),
             PRED_PIXEL_FEATURES: pixel_features,
             PRED_MEMORY_FEATURES: memory,
+            **extra,
         }
 
     # ------------------------------------------------------------------ checkpoints
