@@ -199,7 +199,10 @@ def main() -> None:
     net_kwargs = {} if args.output_stride is None else {"output_stride": args.output_stride}
     for item in args.set:
         key, _, value = item.partition("=")
-        net_kwargs[key] = json.loads(value) if value[:1] in "0123456789-[{tfn" else value
+        try:
+            net_kwargs[key] = json.loads(value)  # numbers, true / false, lists
+        except json.JSONDecodeError:
+            net_kwargs[key] = value  # plain strings, e.g. mask_id_balance=pixel
     model = MaXDeepLab(data, backbone=args.backbone, **net_kwargs)
     budget = TimeBudget(seconds, verbose=True)
     t0 = time.time()

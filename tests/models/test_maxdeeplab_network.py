@@ -85,7 +85,7 @@ def test_output_stride_1_starts_from_the_upsampled_stride_2_masks():
         out = model(x)
         features, activated, memory = model.backbone(x, model.memory.expand(2, -1, -1))
         features = {**features, 1: model.full_res(x)}
-        by_stride, memory = model.decoder(features, activated, memory, all_strides=True)
+        by_stride, memory = model.decoder(features, activated, memory)
         coarse = model.mask_head(memory, model.pixel_head(torch.relu(by_stride[2])))
         assert out[PRED_DETAIL_FEATURES].shape == (2, 8, 32, 48)
     assert coarse.shape[-2:] == (16, 24) and out[PRED_MASK_LOGITS].shape[-2:] == (32, 48)

@@ -120,14 +120,13 @@ class Decoder(nn.Module):
             self.groups.append(group)
             current = latest[s] = group.out_channels
         self.out_channels = current
+        #: channels of :meth:`forward`'s feature at each stride (the decoder's last one there)
+        self.channels_by_stride = latest
 
     def forward(self, features: dict[int, torch.Tensor], activated: torch.Tensor,
-                memory: torch.Tensor, all_strides: bool = False):
-        """Return the non-activated feature at the output stride and the final memory.
-
-        With ``all_strides=True`` the first item is instead a dict stride -> the last
-        non-activated decoder feature at that stride.
-        """
+                memory: torch.Tensor) -> tuple[dict[int, torch.Tensor], torch.Tensor]:
+        """Return a dict stride -> the last non-activated feature at that stride (the
+        output stride's is the decoder output) and the final memory."""
         pre, memory = self.extra(activated, memory)
         latest = dict(features)
         latest[16] = pre
@@ -136,4 +135,4 @@ class Decoder(nn.Module):
             fused = fuse([pre, target], tuple(target.shape[-2:]))
             pre, memory = group(torch.relu(fused), memory)
             latest[s] = pre
-        return (latest if all_strides else pre), memory
+        return latest, memory

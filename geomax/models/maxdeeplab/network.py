@@ -199,9 +199,8 @@ class MaXDeepLabNetwork(nn.Module):
                                drop_path_rate, output_stride, max(f2 // 2, 4), max(f2 // 4, 4))
         # Pixel, semantic and mask heads read the decoder at stride max(output_stride, 2);
         # at output_stride 1 a detail head adds the full-resolution term to the mask logits.
-        head_in = (self.decoder.out_channels if self.output_stride > 1
-                   else self.decoder.groups[-2].out_channels)
-        self.detail_head = (DetailHead(self.decoder.out_channels, memory_channels, int(full_res_channels))
+        head_in = self.decoder.channels_by_stride[max(self.output_stride, 2)]
+        self.detail_head = (DetailHead(self.decoder.channels_by_stride[1], memory_channels, int(full_res_channels))
                             if self.output_stride == 1 else None)
         self.pixel_head = PixelHead(head_in, head_channels, feature_dim)
         self.mask_head = MaskHead(memory_channels, head_channels, feature_dim,
@@ -277,7 +276,7 @@ class MaXDeepLabNetwork(nn.Module):
         if self.full_res is not None:
             features = {**features, 1: self.full_res(image)}
         out_size = (image.shape[-2] // self.output_stride, image.shape[-1] // self.output_stride)
-        by_stride, memory = self.decoder(features, activated, memory, all_strides=True)
+        by_stride, memory = self.decoder(features, activated, memory)
         decoded = torch.relu(by_stride[max(self.output_stride, 2)])
         pixel_features = self.pixel_head(decoded)
         mask_logits = self.mask_head(memory, pixel_features)
