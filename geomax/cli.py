@@ -135,6 +135,8 @@ def _cmd_predict(args) -> int:
     raster = _existing(args.raster, "Input raster")
     thresholds = {k: getattr(args, k) for k in ("class_threshold", "mask_threshold", "min_thing_area",
                                                 "min_stuff_area") if getattr(args, k) is not None}
+    if args.keep_disconnected:
+        thresholds["split_disconnected_things"] = False
     for path in (args.out, args.features):  # refuse before loading the model
         if path is not None and Path(path).exists() and not args.overwrite:
             raise OutputExistsError(f"'{path}' already exists; pass --overwrite to replace it.")
@@ -354,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mask-threshold", type=_fraction, help="pixels whose best mask probability is below this are void")
     p.add_argument("--min-thing-area", type=_nonneg_int, help="drop thing segments smaller than this (pixels)")
     p.add_argument("--min-stuff-area", type=_nonneg_int, help="drop stuff segments smaller than this (pixels)")
+    p.add_argument("--keep-disconnected", action="store_true",
+                   help="one object per detected mask even when its pixels fall apart "
+                        "(default: one object per separate region)")
     p.add_argument("--simplify", type=_positive_float, help="polygon simplification tolerance (CRS units)")
     p.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

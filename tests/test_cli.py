@@ -135,6 +135,12 @@ def test_train_predict_evaluate_info_with_a_tiny_model(trained_model, scene, tmp
         classes = src.read(1)
     assert set(np.unique(classes)) <= {0, 1, 2, 3, 4, 5, 6, 7}
     assert out_gpkg.exists()
+    # deeplab2's one instance per mask slot on request: never more objects than the default split
+    out_keep = tmp_path / "pred_keep.tif"
+    assert main(["predict", str(trained_model), str(scene.raster), str(out_keep), "--tile-size", "128",
+                 "--overlap", "32", "--keep-disconnected", "--quiet"]) == 0
+    with rasterio.open(out_keep) as a, rasterio.open(out_tif) as b:
+        assert np.array_equal(a.read(1) > 0, b.read(1) > 0)  # the same pixels are labelled
     # predicting again onto existing outputs needs --overwrite
     rc = main(["predict", str(trained_model), str(scene.raster), str(out_tif)])
     assert "already exists" in _one_line_error(capsys, rc)

@@ -194,7 +194,7 @@ def test_scripts_export_train_predict_accuracy(scene, tmp_path):
     out = tmp_path / "pred.tif"
     assert _toolspec.script_main("PanopticSegmentationUsingDeepLearning",
                                  [str(scene.raster), str(model), str(out), "--out_features", str(tmp_path / "p.gpkg"),
-                                  "--tile_size", "128", "--overlap", "32"]) == 0
+                                  "--tile_size", "128", "--overlap", "32", "--keep_disconnected"]) == 0
     with rasterio.open(out) as src:
         assert src.count == 3 and (src.width, src.height) == (256, 256)
     proc = _script("ComputePanopticAccuracy", out, scene.labels, "--in_image", scene.raster,

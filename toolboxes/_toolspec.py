@@ -215,6 +215,8 @@ def _run_predict(v: dict, log) -> Any:
     model = MaXDeepLab.from_model(v["in_model"])
     thresholds = {k: v[k] for k in ("class_threshold", "mask_threshold", "min_thing_area", "min_stuff_area")
                   if v[k] is not None}
+    if v["keep_disconnected"]:
+        thresholds["split_disconnected_things"] = False
     result = model.predict_raster(v["in_raster"], v["out_raster"], out_features=v["out_features"],
                                   tile_size=v["tile_size"], overlap=v["overlap"], batch_size=v["batch_size"],
                                   overwrite=v["overwrite"], progress=False, **thresholds)
@@ -316,6 +318,9 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
                    "Pixels whose best mask probability is below this are void."),
              Param("min_thing_area", "Minimum Object Area (pixels)", "GPLong", "int", "Drop smaller objects."),
              Param("min_stuff_area", "Minimum Stuff Area (pixels)", "GPLong", "int", "Drop smaller stuff regions."),
+             Param("keep_disconnected", "Keep Disconnected Parts Together", "GPBoolean", "bool",
+                   "One object per detected mask even when its pixels fall apart (default: one object per "
+                   "separate region, which separates queued cars and rows of trees).", default=False),
              Param("overwrite", "Overwrite", "GPBoolean", "bool", "Replace existing outputs.", default=False),
          ), _run_predict),
     Tool("ComputePanopticAccuracy", "Compute Panoptic Accuracy",

@@ -10,10 +10,17 @@ Follows deeplab2's MaX-DeepLab post-processor:
    probable slot among *all* slots was not kept (deeplab2's rule: the pixels of a
    dropped slot are not handed to a neighbouring kept slot);
 3. no-data pixels (``valid`` False) become void;
-4. all stuff slots of one class form one segment; thing slots are instances; thing
-   instances below ``min_thing_area`` pixels and stuff segments below ``min_stuff_area``
-   pixels (after merging) become void;
-5. ``confidence`` = class probability x mask probability of the winning slot (0 on void);
+4. all stuff slots of one class form one segment; thing slots are instances;
+5. geomax's addition (``split_disconnected_things``, on by default): a thing slot whose
+   pixels fall in several separate (4-connected) regions becomes one instance per region
+   of at least ``min_thing_area`` pixels; smaller fragments stay with the slot's largest
+   region. Slots are few and alike for identical small objects (a queue of cars, a row
+   of tree crowns), so one slot often claims several objects that its own mask keeps
+   apart; seen from above an object is one connected region. Off, a slot is one
+   instance whatever its shape (deeplab2's behaviour);
+6. thing instances below ``min_thing_area`` pixels and stuff segments below
+   ``min_stuff_area`` pixels (after merging) become void;
+7. ``confidence`` = class probability x mask probability of the winning slot (0 on void);
    a segment's ``score`` is the mean confidence over its pixels.
 
 Segment ids: stuff segments first (by class order), then thing segments by decreasing
@@ -27,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from ..common import OUTPUT_STRIDE, PRED_CLASS_LOGITS, PRED_MASK_LOGITS
 from ..data.classes import ClassTable
@@ -34,6 +42,8 @@ from ..errors import ArgumentError
 from ..panoptic import SEGMENT_COLUMNS, PanopticResult
 
 __all__ = ["PanopticPostProcessor"]
+
+_FOUR = ndimage.generate_binary_structure(2, 1)
 
 
 def _empty_result(shape: tuple[int, int]) -> PanopticResult:
@@ -58,10 +68,13 @@ class PanopticPostProcessor:
         Thing instances with fewer pixels become void (default 16 pixels, in output pixels).
     min_stuff_area:
         Stuff segments (after merging per class) with fewer pixels become void (default 64).
+    split_disconnected_things:
+        One instance per separate (4-connected) region of a thing slot (default True; see
+        step 5 of the module docstring). False keeps deeplab2's one instance per slot.
     """
 
     def __init__(self, class_table: ClassTable, class_threshold: float = 0.7, mask_threshold: float = 0.4,
-                 min_thing_area: int = 16, min_stuff_area: int = 64) -> None:
+                 min_thing_area: int = 16, min_stuff_area: int = 64, split_disconnected_things: bool = True) -> None:
         if not isinstance(class_table, ClassTable):
             raise ArgumentError(f"class_table must be a geomax ClassTable, got {type(class_table).__name__}.")
         for name, v in (("class_threshold", class_threshold), ("mask_threshold", mask_threshold)):
@@ -74,6 +87,9 @@ class PanopticPostProcessor:
         self.mask_threshold = float(mask_threshold)
         self.min_thing_area = int(min_thing_area)
         self.min_stuff_area = int(min_stuff_area)
+        if not isinstance(split_disconnected_things, (bool, np.bool_)):
+            raise ArgumentError(f"split_disconnected_things must be True or False, got {split_disconnected_things!r}.")
+        self.split_disconnected_things = bool(split_disconnected_things)
         self._values = class_table.value_lut()
         self._is_thing = class_table.is_thing_index()
         self._names = np.array([""] + class_table.names, dtype=object)
@@ -162,10 +178,13 @@ class PanopticPostProcessor:
         thing_pix = self._is_thing[pix_cls]
         prov = np.where(thing_pix, n_cls + win, pix_cls)
         prov[~live] = 0
-        n_prov = n_cls + len(keep)
+        thing_cls = slot_cls
+        if self.split_disconnected_things:
+            prov, thing_cls = self._split_things(prov, n_cls, slot_cls)
+        n_prov = n_cls + len(thing_cls)
         area = np.bincount(prov.ravel(), minlength=n_prov)
         conf_sum = np.bincount(prov.ravel(), weights=conf.ravel(), minlength=n_prov)
-        prov_cls = np.concatenate([np.arange(n_cls), slot_cls])
+        prov_cls = np.concatenate([np.arange(n_cls), thing_cls])
         prov_thing = self._is_thing[prov_cls]
         min_area = np.where(prov_thing, self.min_thing_area, self.min_stuff_area)
         ok = (area > 0) & (area >= min_area)
@@ -195,3 +214,33 @@ class PanopticPostProcessor:
             "area": area[order].astype(np.int64),
         }, columns=SEGMENT_COLUMNS)
         return PanopticResult(class_map, instance_map.astype(np.int32), segment_map.astype(np.int32), conf, segments)
+
+    def _split_things(self, prov: np.ndarray, n_cls: int, slot_cls: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Step 5: renumber thing pixels (``prov >= n_cls``) one provisional id per region.
+
+        Returns the new provisional map and the class index of each new thing id
+        (``n_cls + j`` -> ``classes[j]``).
+        """
+        slot_map = np.where(prov >= n_cls, prov - n_cls + 1, 0)  # 1-based kept-slot position, 0 elsewhere
+        out = prov.copy()
+        classes: list[int] = []
+        for k, box in enumerate(ndimage.find_objects(slot_map), start=1):
+            if box is None:
+                continue
+            mine = slot_map[box] == k
+            regions, n = ndimage.label(mine, structure=_FOUR)
+            first = n_cls + len(classes)
+            if n == 1:
+                out[box][mine] = first
+                classes.append(int(slot_cls[k - 1]))
+                continue
+            sizes = np.bincount(regions[mine], minlength=n + 1)
+            sizes[0] = 0
+            big = np.flatnonzero(sizes >= max(self.min_thing_area, 1))
+            lut = np.full(n + 1, first, dtype=out.dtype)  # fragments (and all, when < 2 big) -> the first id
+            if big.size >= 2:
+                big = big[np.argsort(-sizes[big], kind="stable")]  # largest region first: fragments join it
+                lut[big] = first + np.arange(big.size)
+            out[box][mine] = lut[regions[mine]]
+            classes.extend([int(slot_cls[k - 1])] * (int(big.size) if big.size >= 2 else 1))
+        return out, np.asarray(classes, dtype=slot_cls.dtype)

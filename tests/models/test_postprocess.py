@@ -111,3 +111,44 @@ def test_a_dropped_slot_is_not_absorbed_by_its_neighbour():
     things = res.segments[res.segments.is_thing]
     assert sorted(things.area.tolist()) == [8, 8]
     assert (res.class_map[1:3, 4:8] == 0).all()
+
+
+def _one_slot_two_cars(gap: int):
+    """A field everywhere and ONE building slot covering two 2x3 blocks `gap` columns apart
+    (plus a 1-pixel fragment touching nothing)."""
+    ml = torch.full((1, 2, 6, 12), -S)
+    cl = torch.full((1, 2, 5), -S)
+    ml[0, 0] = 0.0; cl[0, 0, 2] = S          # field
+    ml[0, 1, 1:3, 1:4] = S                    # car A: 6 px
+    ml[0, 1, 1:3, 4 + gap:7 + gap] = S        # car B: 6 px
+    ml[0, 1, 5, 11] = S                       # a 1-pixel fragment of the same slot
+    cl[0, 1, 3] = S
+    return {PRED_MASK_LOGITS: ml, PRED_CLASS_LOGITS: cl}
+
+
+def test_a_slot_covering_separate_objects_becomes_one_instance_per_region():
+    pred = _one_slot_two_cars(gap=1)
+    res, = PanopticPostProcessor(TABLE, min_thing_area=4, min_stuff_area=1)(pred, out_size=(6, 12))
+    things = res.segments[res.segments.is_thing].set_index("id")
+    # two instances; the fragment (below min_thing_area) stays with the first (largest) region
+    assert sorted(things.area.tolist()) == [6, 7]
+    a, b, frag = res.instance_map[1, 1], res.instance_map[1, 6], res.instance_map[5, 11]
+    assert a > 0 and b > 0 and a != b and frag in (a, b)
+    assert res.n_things == 2 and sorted(np.unique(res.instance_map).tolist()) == [0, 1, 2]
+    for sid, row in res.segments.set_index("id").iterrows():
+        assert (res.segment_map == sid).sum() == row.area
+    # deeplab2's behaviour on request: one instance for the slot
+    res, = PanopticPostProcessor(TABLE, min_thing_area=4, min_stuff_area=1,
+                                 split_disconnected_things=False)(pred, out_size=(6, 12))
+    assert res.n_things == 1 and res.segments[res.segments.is_thing].area.tolist() == [13]
+    # touching blocks (no gap) are one region: nothing to split
+    res, = PanopticPostProcessor(TABLE, min_thing_area=4, min_stuff_area=1)(_one_slot_two_cars(gap=0), out_size=(6, 12))
+    assert res.n_things == 1
+    # regions touching only at a corner are separate (4-connectivity, as the vectoriser)
+    p = _one_slot_two_cars(gap=1)
+    p[PRED_MASK_LOGITS][0, 1, 1:3, 5:8] = -S
+    p[PRED_MASK_LOGITS][0, 1, 3:5, 4:7] = S   # B moved down-right: touches A at the corner (2, 3)-(3, 4)
+    res, = PanopticPostProcessor(TABLE, min_thing_area=4, min_stuff_area=1)(p, out_size=(6, 12))
+    assert res.n_things == 2
+    with pytest.raises(ArgumentError, match="split_disconnected_things"):
+        PanopticPostProcessor(TABLE, split_disconnected_things="yes")
