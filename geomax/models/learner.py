@@ -139,8 +139,9 @@ class MaXDeepLab:
         ``loss_resolution``, ``mask_id_balance``: defaults here in
         :data:`DEFAULT_LOSS_OPTIONS`), to the
         post-processor (``class_threshold``, ``mask_threshold``, ``min_thing_area``,
-        ``min_stuff_area``) and the rest to the network (e.g. ``num_slots``,
-        ``output_stride`` or other overrides of the variant's settings).
+        ``min_stuff_area``, ``split_disconnected_things``) and the rest to the
+        network (e.g. ``num_slots``, ``output_stride`` or other overrides of the
+        variant's settings).
 
     Examples
     --------
@@ -428,7 +429,7 @@ class MaXDeepLab:
         unknown = set(thresholds) - set(inspect.signature(PanopticPostProcessor.__init__).parameters)
         if unknown:
             raise ArgumentError(f"Unknown post-processing arguments {sorted(unknown)}; use class_threshold, "
-                                "mask_threshold, min_thing_area, min_stuff_area.")
+                                "mask_threshold, min_thing_area, min_stuff_area, split_disconnected_things.")
         return PanopticPostProcessor(self.class_table, **{**self._postprocess_config, **thresholds})
 
     def predict(self, image, visualize: bool = False, **thresholds) -> PanopticResult:
@@ -442,7 +443,8 @@ class MaXDeepLab:
         visualize:
             Also draw the image with the result.
         **thresholds:
-            ``class_threshold``, ``mask_threshold``, ``min_thing_area``, ``min_stuff_area``.
+            ``class_threshold``, ``mask_threshold``, ``min_thing_area``, ``min_stuff_area``,
+            ``split_disconnected_things`` (False: one instance per mask slot).
 
         Returns
         -------
