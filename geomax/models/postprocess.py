@@ -13,8 +13,9 @@ Follows deeplab2's MaX-DeepLab post-processor:
 4. all stuff slots of one class form one segment; thing slots are instances;
 5. geomax's addition (``split_disconnected_things``, on by default): a thing slot whose
    pixels fall in several separate (4-connected) regions becomes one instance per region
-   of at least ``min_thing_area`` pixels; smaller fragments stay with the slot's largest
-   region. Slots are few and alike for identical small objects (a queue of cars, a row
+   of at least ``min_thing_area`` pixels and at least ``split_min_fraction`` of the
+   slot's largest region; smaller fragments (a sliver cut off a roof) stay with the
+   largest region. Slots are few and alike for identical small objects (a queue of cars, a row
    of tree crowns), so one slot often claims several objects that its own mask keeps
    apart; seen from above an object is one connected region. Off, a slot is one
    instance whatever its shape (deeplab2's behaviour);
@@ -71,13 +72,18 @@ class PanopticPostProcessor:
     split_disconnected_things:
         One instance per separate (4-connected) region of a thing slot (default True; see
         step 5 of the module docstring). False keeps deeplab2's one instance per slot.
+    split_min_fraction:
+        A region splits off only if it has at least this fraction of the slot's largest
+        region's pixels (default 0.35).
     """
 
     def __init__(self, class_table: ClassTable, class_threshold: float = 0.7, mask_threshold: float = 0.4,
-                 min_thing_area: int = 16, min_stuff_area: int = 64, split_disconnected_things: bool = True) -> None:
+                 min_thing_area: int = 16, min_stuff_area: int = 64, split_disconnected_things: bool = True,
+                 split_min_fraction: float = 0.35) -> None:
         if not isinstance(class_table, ClassTable):
             raise ArgumentError(f"class_table must be a geomax ClassTable, got {type(class_table).__name__}.")
-        for name, v in (("class_threshold", class_threshold), ("mask_threshold", mask_threshold)):
+        for name, v in (("class_threshold", class_threshold), ("mask_threshold", mask_threshold),
+                        ("split_min_fraction", split_min_fraction)):
             if not 0.0 <= v <= 1.0:
                 raise ArgumentError(f"{name} must lie in [0, 1], got {v}.")
         if min_thing_area < 0 or min_stuff_area < 0:
@@ -90,6 +96,7 @@ class PanopticPostProcessor:
         if not isinstance(split_disconnected_things, (bool, np.bool_)):
             raise ArgumentError(f"split_disconnected_things must be True or False, got {split_disconnected_things!r}.")
         self.split_disconnected_things = bool(split_disconnected_things)
+        self.split_min_fraction = float(split_min_fraction)
         self._values = class_table.value_lut()
         self._is_thing = class_table.is_thing_index()
         self._names = np.array([""] + class_table.names, dtype=object)
@@ -236,7 +243,8 @@ class PanopticPostProcessor:
                 continue
             sizes = np.bincount(regions[mine], minlength=n + 1)
             sizes[0] = 0
-            big = np.flatnonzero(sizes >= max(self.min_thing_area, 1))
+            big = np.flatnonzero((sizes >= max(self.min_thing_area, 1))
+                                 & (sizes >= self.split_min_fraction * sizes.max()))
             lut = np.full(n + 1, first, dtype=out.dtype)  # fragments (and all, when < 2 big) -> the first id
             if big.size >= 2:
                 big = big[np.argsort(-sizes[big], kind="stable")]  # largest region first: fragments join it

@@ -150,5 +150,14 @@ def test_a_slot_covering_separate_objects_becomes_one_instance_per_region():
     p[PRED_MASK_LOGITS][0, 1, 3:5, 4:7] = S   # B moved down-right: touches A at the corner (2, 3)-(3, 4)
     res, = PanopticPostProcessor(TABLE, min_thing_area=4, min_stuff_area=1)(p, out_size=(6, 12))
     assert res.n_things == 2
+    # a sliver below split_min_fraction of the slot's largest region stays with it
+    p = _one_slot_two_cars(gap=1)
+    p[PRED_MASK_LOGITS][0, 1, 1:5, 1:4] = S   # A grows to 12 px; B keeps 6 px = 0.5 of A
+    res, = PanopticPostProcessor(TABLE, min_thing_area=4, min_stuff_area=1, split_min_fraction=0.6)(p, out_size=(6, 12))
+    assert res.n_things == 1
+    res, = PanopticPostProcessor(TABLE, min_thing_area=4, min_stuff_area=1, split_min_fraction=0.5)(p, out_size=(6, 12))
+    assert res.n_things == 2 and sorted(res.segments[res.segments.is_thing].area.tolist()) == [6, 13]
+    with pytest.raises(ArgumentError, match="split_min_fraction"):
+        PanopticPostProcessor(TABLE, split_min_fraction=1.5)
     with pytest.raises(ArgumentError, match="split_disconnected_things"):
         PanopticPostProcessor(TABLE, split_disconnected_things="yes")
