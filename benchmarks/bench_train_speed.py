@@ -28,7 +28,7 @@ HERE = Path(__file__).resolve().parent
 
 
 def make_chips(folder: Path, chip: int, n_chips: int):
-    from geomax import export_training_data, prepare_data
+    from geomax import export_training_data
     from geomax.data.synthetic import SYNTHETIC_CLASSES, make_scene
 
     side = chip * max(2, int(n_chips ** 0.5 + 0.999))

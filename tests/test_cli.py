@@ -1,6 +1,5 @@
 """Tests of the ``geomax`` command: every subcommand end to end on tiny data, and bad input."""
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path

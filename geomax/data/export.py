@@ -223,7 +223,6 @@ def export_training_data(
     import rasterio
     import shapely
     from rasterio.errors import RasterioIOError
-    from rasterio.windows import Window, transform as window_transform
 
     t_start = time.perf_counter()
     in_raster, out_folder = Path(in_raster), Path(out_folder)
@@ -347,7 +346,6 @@ def _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size
     cols = _tile_starts(src.width, tile_size, stride)
     windows = [(r, c) for r in rows for c in cols]
     sindex = gdf.sindex
-    geoms = gdf.geometry.values
     running = RunningBandStats(names)
     n_chips = n_empty = n_nodata = 0
     pairs = []

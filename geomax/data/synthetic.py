@@ -136,7 +136,7 @@ def _layout(rng, extent_m: float):
     vehicles, else None.
     """
     import shapely
-    from shapely.geometry import LineString, Polygon
+    from shapely.geometry import LineString
 
     stuff: list[tuple[int, object]] = []
     buildings: list[tuple[float, float, float, float, int]] = []  # x0, y0, x1, y1, palette
@@ -364,7 +364,6 @@ def _render_window(r0, c0, h, w, *, size, transform, geoms, tree_index, feat_cla
 
     bright = _smooth_field(brightness, R0, C0, H, W)
     wet = _smooth_field(moisture, R0, C0, H, W)
-    fine = _hash_uniform(rows, cols, seed * 7 + 1) - 0.5
     fine2 = _hash_uniform(rows // 2, cols // 2, seed * 7 + 2) - 0.5  # coarser grain
     is_building = cls == _BUILDING
     is_tree = cls == _TREE

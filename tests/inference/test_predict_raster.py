@@ -1,8 +1,6 @@
 """predict_raster with an oracle per-tile predictor: stitching, raster and vector outputs, errors."""
 from __future__ import annotations
 
-import warnings
-from pathlib import Path
 
 import geopandas as gpd
 import numpy as np

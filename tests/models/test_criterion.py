@@ -297,7 +297,7 @@ def test_detail_instance_term_separates_touching_objects_at_full_resolution():
     pred = random_pred(h=32, w=32)
     loss = MaXDeepLabLoss(C, detail_instance_weight=0.5, loss_resolution="input")
     # an embedding with one direction per ground-truth segment vs a constant one
-    K, D = tgt[GT_MASKS].shape[1], 16
+    D = 16
     seg = tgt[GT_MASKS].float().argmax(1)  # (B, H, W)
     good = F.one_hot(seg, D).permute(0, 3, 1, 2).float().requires_grad_()
     flat = F.normalize(torch.ones(2, D, 32, 32), dim=1)
