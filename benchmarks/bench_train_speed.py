@@ -1,7 +1,7 @@
 """Training throughput of the MaXDeepLab learner: images per second, full precision and mixed precision.
 
 Trains ``--backbone`` on synthetic chips of ``--chip-size`` px through the real
-``MaXDeepLab`` learner (fastai loop, loss, matching; no validation), times
+``MaXDeepLab`` learner (fastai loop, loss, matching; validation skipped), times
 ``--batches`` training batches after ``--warmup`` untimed ones, and reports
 images per second. On CUDA it runs twice in the same process, full precision
 (float32) and mixed precision (fastai's ``to_fp16``, what ``fit`` turns on on
@@ -40,7 +40,7 @@ def make_chips(folder: Path, chip: int, n_chips: int):
 
 def timed_training(chips: Path, args, mixed: bool) -> dict:
     """Images per second over ``args.batches`` batches after ``args.warmup`` (one fresh model)."""
-    from fastai.callback.core import Callback, CancelFitException
+    from fastai.callback.core import Callback, CancelFitException, CancelValidException
 
     from geomax import MaXDeepLab, prepare_data
 
@@ -60,6 +60,9 @@ def timed_training(chips: Path, args, mixed: bool) -> dict:
                 if cuda:
                     torch.cuda.synchronize()
                 self.t0 = time.perf_counter()
+
+        def before_validate(self):
+            raise CancelValidException()  # only training steps are timed; no validation between epochs
 
         def after_batch(self):
             if not self.training:
