@@ -15,9 +15,9 @@ Follows deeplab2's MaX-DeepLab post-processor:
    pixels fall in several separate (4-connected) regions becomes one instance per region
    of at least ``min_thing_area`` pixels and at least ``split_min_fraction`` of the
    slot's largest region; smaller fragments (a sliver cut off a roof) stay with the
-   largest region. Slots are few and alike for identical small objects (a queue of cars, a row
-   of tree crowns), so one slot often claims several objects that its own mask keeps
-   apart; seen from above an object is one connected region. Off, a slot is one
+   largest region. Slots are few and alike for identical small objects (a queue of
+   cars, a row of tree crowns), so one slot often claims several objects that its own
+   mask keeps apart; seen from above an object is one connected region. Off, a slot is one
    instance whatever its shape (deeplab2's behaviour);
 6. thing instances below ``min_thing_area`` pixels and stuff segments below
    ``min_stuff_area`` pixels (after merging) become void;
@@ -237,18 +237,15 @@ class PanopticPostProcessor:
             mine = slot_map[box] == k
             regions, n = ndimage.label(mine, structure=_FOUR)
             first = n_cls + len(classes)
-            if n == 1:
-                out[box][mine] = first
-                classes.append(int(slot_cls[k - 1]))
-                continue
             sizes = np.bincount(regions[mine], minlength=n + 1)
             sizes[0] = 0
             big = np.flatnonzero((sizes >= max(self.min_thing_area, 1))
                                  & (sizes >= self.split_min_fraction * sizes.max()))
             lut = np.full(n + 1, first, dtype=out.dtype)  # fragments (and all, when < 2 big) -> the first id
-            if big.size >= 2:
+            n_parts = int(big.size) if big.size >= 2 else 1
+            if n_parts > 1:
                 big = big[np.argsort(-sizes[big], kind="stable")]  # largest region first: fragments join it
-                lut[big] = first + np.arange(big.size)
+                lut[big] = first + np.arange(n_parts)
             out[box][mine] = lut[regions[mine]]
-            classes.extend([int(slot_cls[k - 1])] * (int(big.size) if big.size >= 2 else 1))
+            classes.extend([int(slot_cls[k - 1])] * n_parts)
         return out, np.asarray(classes, dtype=slot_cls.dtype)
