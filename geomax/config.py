@@ -118,7 +118,9 @@ def _int_at_least(name: str, value, low: int) -> None:
 
 def _choice(name: str, value, choices) -> None:
     if value not in choices:
-        raise ArgumentError(f"{name} must be one of {list(choices)}, got {value!r}.")
+        shown = [repr(c) for c in choices]
+        listed = ", ".join(shown[:-1]) + f" or {shown[-1]}" if len(shown) > 1 else shown[0]
+        raise ArgumentError(f"{name} must be {listed}, got {value!r}.")
 
 
 # --------------------------------------------------------------------------- network

@@ -85,6 +85,7 @@ from ..common import (
     PRED_PIXEL_FEATURES,
     PRED_SEMANTIC_LOGITS,
 )
+from ..config import LossConfig
 from ..errors import ArgumentError
 from .matcher import DICE_EPS, HungarianMatcher, downsample_targets
 
@@ -137,34 +138,12 @@ class MaXDeepLabLoss(nn.Module):
         Number of real classes C (the class logits have C + 1 entries, index 0 void).
     matcher:
         A :class:`~geomax.models.matcher.HungarianMatcher`; a default one when None.
-    pq_weight:
-        Weight of both PQ-style terms (``pq_class`` and ``pq_dice``), default 3.0.
-    instance_weight:
-        Weight of the instance-discrimination term, default 1.0.
-    mask_id_weight:
-        Weight of the mask-ID cross-entropy, default 0.3.
-    detail_instance_weight:
-        Weight of a second instance-discrimination term on the full-resolution detail
-        embedding (``PRED_DETAIL_FEATURES`` of networks with ``output_stride=1``), so
-        that touching objects of one class differ at the pixel; default 0 (off: not in
-        deeplab2; not computed when 0).
-    semantic_weight:
-        Weight of the auxiliary semantic cross-entropy, default 1.0.
-    alpha:
-        Share of positive (matched) slots in the PQ-style loss; negatives get ``1 - alpha``.
-    temperature:
-        Temperature of the instance discrimination softmax, default 0.3.
-    void_overlap_weighting:
-        ``"none"`` (default) or ``"official"``: how unmatched slots' void cross-entropy
-        is weighted (see the module docstring for the measurement behind the default).
-    loss_resolution:
-        ``"output"`` (deeplab2: ground truth sampled down to the output stride) or
-        ``"input"`` (predictions resized up to the ground truth's size; about
-        ``stride**2`` times the memory of the mask-level terms).
-    mask_id_balance:
-        ``"pixel"`` (deeplab2: the mask-ID cross-entropy is a mean over pixels, so a
-        4x8 px vehicle weighs 1/200 of a field) or ``"segment"`` (a mean over matched
-        segments of each segment's mean: every object weighs the same).
+    config:
+        A :class:`~geomax.config.LossConfig` (term weights, ``alpha``, ``temperature``,
+        ``void_overlap_weighting``, ``loss_resolution``, ``mask_id_balance``; its
+        docstring gives each and the defaults); ``None``: the defaults.
+    **options:
+        Settings of :class:`~geomax.config.LossConfig` overriding ``config``.
 
     Attributes
     ----------
@@ -174,53 +153,27 @@ class MaXDeepLabLoss(nn.Module):
         Detached float values of the terms of the last call (plus ``"total"``), for logging.
     """
 
-    def __init__(
-        self,
-        num_classes: int,
-        matcher: HungarianMatcher | None = None,
-        pq_weight: float = 3.0,
-        instance_weight: float = 1.0,
-        mask_id_weight: float = 0.3,
-        detail_instance_weight: float = 0.0,
-        semantic_weight: float = 1.0,
-        alpha: float = 0.75,
-        temperature: float = 0.3,
-        void_overlap_weighting: str = "none",
-        loss_resolution: str = "output",
-        mask_id_balance: str = "pixel",
-    ) -> None:
+    def __init__(self, num_classes: int, matcher: HungarianMatcher | None = None,
+                 config: LossConfig | None = None, **options) -> None:
         super().__init__()
         if int(num_classes) < 1:
             raise ArgumentError(f"num_classes must be at least 1 (real classes, void not counted), got {num_classes}.")
-        if not 0.0 <= alpha <= 1.0:
-            raise ArgumentError(f"alpha must lie in [0, 1], got {alpha}.")
-        if temperature <= 0:
-            raise ArgumentError(f"temperature must be positive, got {temperature}.")
-        if void_overlap_weighting not in ("none", "official"):
-            raise ArgumentError(f"void_overlap_weighting must be 'none' or 'official', got {void_overlap_weighting!r}.")
-        if mask_id_balance not in ("pixel", "segment"):
-            raise ArgumentError(f"mask_id_balance must be 'pixel' or 'segment', got {mask_id_balance!r}.")
-        if loss_resolution not in ("output", "input"):
-            raise ArgumentError(f"loss_resolution must be 'output' or 'input', got {loss_resolution!r}.")
-        for name, w in (("pq_weight", pq_weight), ("instance_weight", instance_weight),
-                        ("mask_id_weight", mask_id_weight), ("semantic_weight", semantic_weight),
-                        ("detail_instance_weight", detail_instance_weight)):
-            if w < 0:
-                raise ArgumentError(f"{name} must not be negative, got {w}.")
+        cfg = LossConfig.build(config, **options)
+        self.config = cfg
         self.num_classes = int(num_classes)
         self.matcher = matcher if matcher is not None else HungarianMatcher()
-        self.alpha = float(alpha)
-        self.temperature = float(temperature)
-        self.void_overlap_weighting = void_overlap_weighting
-        self.loss_resolution = loss_resolution
-        self.mask_id_balance = mask_id_balance
+        self.alpha = float(cfg.alpha)
+        self.temperature = float(cfg.temperature)
+        self.void_overlap_weighting = cfg.void_overlap_weighting
+        self.loss_resolution = cfg.loss_resolution
+        self.mask_id_balance = cfg.mask_id_balance
         self.weights = {
-            "pq_class": float(pq_weight),
-            "pq_dice": float(pq_weight),
-            "instance": float(instance_weight),
-            "mask_id": float(mask_id_weight),
-            "semantic": float(semantic_weight),
-            "instance_detail": float(detail_instance_weight),
+            "pq_class": float(cfg.pq_weight),
+            "pq_dice": float(cfg.pq_weight),
+            "instance": float(cfg.instance_weight),
+            "mask_id": float(cfg.mask_id_weight),
+            "semantic": float(cfg.semantic_weight),
+            "instance_detail": float(cfg.detail_instance_weight),
         }
         self.last_terms: dict[str, float] = {}
         self.last_matches: list[tuple[torch.Tensor, torch.Tensor]] = []

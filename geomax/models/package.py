@@ -5,8 +5,9 @@ A model folder ``<folder>/`` holds:
 - ``<name>.pth``: the network's state dict;
 - ``<name>.emd``: JSON in ArcGIS's style (Framework, ModelType, ModelName, Classes,
   Panoptic_Segmentation_Instance_Classes, ExtractBands, ImageHeight / ImageWidth) plus
-  ``ModelParameters`` (network variant and settings, loss and post-processing
-  settings, band names and normalisation statistics) and ``Metrics``;
+  ``ModelParameters`` (network variant and settings, the loss, post-processing,
+  training and tiling configs, band names and normalisation statistics) and
+  ``Metrics``: :meth:`geomax.models.state.ModelState.to_emd`;
 - ``model_metrics.html``: loss curve, metrics table and sample results (images inline);
 - ``<name>.dlpk``: a zip of the three files above, the one file to hand to someone else.
 """
@@ -30,42 +31,6 @@ from ..errors import ModelError, OutputExistsError
 __all__ = ["write_model_package", "read_model_package", "metrics_html"]
 
 
-def _emd(model, name: str) -> dict:
-    state = model._state()
-    emd = {
-        "Framework": "geomax-PyTorch",
-        "ModelType": "PanopticSegmenter",
-        "ModelName": "MaXDeepLab",
-        "ModelConfiguration": "MaXDeepLab",
-        "ModelFile": f"{name}.pth",
-        "InferenceFunction": "geomax",
-        "GeomaxVersion": __version__,
-        "ImageHeight": state["chip_size"],
-        "ImageWidth": state["chip_size"],
-        "ExtractBands": state["extract_bands"],
-        "ImageSpaceUsed": "MAP_SPACE",
-        "IsMultispectral": len(state["band_names"]) != 3,
-        **state["class_table"].to_emd(),
-        "ModelParameters": {
-            "backbone": state["network_config"].get("variant"),
-            "network_config": state["network_config"],
-            "loss_config": state["loss_config"],
-            "postprocess_config": state["postprocess_config"],
-            "band_names": state["band_names"],
-            "band_stats": state["band_stats"],
-            "rgb_bands": state["rgb_bands"],
-        },
-        "Metrics": _jsonable(model._metrics),
-        "TrainingHistory": model._history,
-    }
-    return emd
-
-
-def _jsonable(obj):
-    """Metrics dicts hold numpy scalars; make them plain JSON."""
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-
-
 def write_model_package(model, folder: str | Path, overwrite: bool = True) -> Path:
     """Write the model folder (see module docstring) and return it.
 
@@ -81,7 +46,7 @@ def write_model_package(model, folder: str | Path, overwrite: bool = True) -> Pa
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
     try:
         torch.save(model.learn.model.state_dict(), tmp / f"{name}.pth")
-        emd = _emd(model, name)
+        emd = model.state.to_emd(f"{name}.pth")
         (tmp / f"{name}.emd").write_text(json.dumps(emd, indent=2))
         (tmp / "model_metrics.html").write_text(metrics_html(model, emd))
         with zipfile.ZipFile(tmp / f"{name}.dlpk", "w", zipfile.ZIP_DEFLATED) as zf:
@@ -213,8 +178,8 @@ def metrics_html(model, emd: dict) -> str:
         except Exception as exc:  # a report without its plot beats no model package
             parts.append(f"<p>Loss curve unavailable: {html.escape(str(exc))}</p>")
     parts.append("<h2>Panoptic quality (validation chips)</h2>")
-    parts.append(metrics_table_html(model._metrics))
-    if model._data is not None and len(model._data.valid_ds):
+    parts.append(metrics_table_html(model.metrics))
+    if model.has_validation:
         try:
             fig = model.show_results(rows=3)
             parts.append(f"<h2>Sample results</h2><img src='data:image/png;base64,{_png_base64(fig)}'>")

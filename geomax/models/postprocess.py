@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from ..common import OUTPUT_STRIDE, PRED_CLASS_LOGITS, PRED_MASK_LOGITS
+from ..config import PostprocessConfig
 from ..data.classes import ClassTable
 from ..errors import ArgumentError
 from ..panoptic import SEGMENT_COLUMNS, PanopticResult
@@ -61,42 +62,27 @@ class PanopticPostProcessor:
     ----------
     class_table:
         The model's :class:`~geomax.data.classes.ClassTable` (index i -> class Value).
-    class_threshold:
-        Minimum best non-void class probability for a slot to be kept (default 0.7).
-    mask_threshold:
-        Minimum winning slot probability for a pixel not to become void (default 0.4).
-    min_thing_area:
-        Thing instances with fewer pixels become void (default 16 pixels, in output pixels).
-    min_stuff_area:
-        Stuff segments (after merging per class) with fewer pixels become void (default 64).
-    split_disconnected_things:
-        One instance per separate (4-connected) region of a thing slot (default True; see
-        step 5 of the module docstring). False keeps deeplab2's one instance per slot.
-    split_min_fraction:
-        A region splits off only if it has at least this fraction of the slot's largest
-        region's pixels (default 0.35).
+    config:
+        A :class:`~geomax.config.PostprocessConfig` (``class_threshold``,
+        ``mask_threshold``, ``min_thing_area``, ``min_stuff_area``,
+        ``split_disconnected_things``, ``split_min_fraction``; its docstring gives each
+        and the defaults); ``None``: the defaults. Areas are in output pixels.
+    **options:
+        Settings of :class:`~geomax.config.PostprocessConfig` overriding ``config``.
     """
 
-    def __init__(self, class_table: ClassTable, class_threshold: float = 0.7, mask_threshold: float = 0.4,
-                 min_thing_area: int = 16, min_stuff_area: int = 64, split_disconnected_things: bool = True,
-                 split_min_fraction: float = 0.35) -> None:
+    def __init__(self, class_table: ClassTable, config: PostprocessConfig | None = None, **options) -> None:
         if not isinstance(class_table, ClassTable):
             raise ArgumentError(f"class_table must be a geomax ClassTable, got {type(class_table).__name__}.")
-        for name, v in (("class_threshold", class_threshold), ("mask_threshold", mask_threshold),
-                        ("split_min_fraction", split_min_fraction)):
-            if not 0.0 <= v <= 1.0:
-                raise ArgumentError(f"{name} must lie in [0, 1], got {v}.")
-        if min_thing_area < 0 or min_stuff_area < 0:
-            raise ArgumentError(f"min_thing_area and min_stuff_area must be >= 0, got {min_thing_area}, {min_stuff_area}.")
+        cfg = PostprocessConfig.build(config, **options)
+        self.config = cfg
         self.class_table = class_table
-        self.class_threshold = float(class_threshold)
-        self.mask_threshold = float(mask_threshold)
-        self.min_thing_area = int(min_thing_area)
-        self.min_stuff_area = int(min_stuff_area)
-        if not isinstance(split_disconnected_things, (bool, np.bool_)):
-            raise ArgumentError(f"split_disconnected_things must be True or False, got {split_disconnected_things!r}.")
-        self.split_disconnected_things = bool(split_disconnected_things)
-        self.split_min_fraction = float(split_min_fraction)
+        self.class_threshold = float(cfg.class_threshold)
+        self.mask_threshold = float(cfg.mask_threshold)
+        self.min_thing_area = int(cfg.min_thing_area)
+        self.min_stuff_area = int(cfg.min_stuff_area)
+        self.split_disconnected_things = bool(cfg.split_disconnected_things)
+        self.split_min_fraction = float(cfg.split_min_fraction)
         self._values = class_table.value_lut()
         self._is_thing = class_table.is_thing_index()
         self._names = np.array([""] + class_table.names, dtype=object)

@@ -16,6 +16,15 @@ C = 4  # classes 1, 2 stuff; 3, 4 things
 THING = {3, 4}
 
 
+#: deeplab2's loss semantics (ground truth at the output stride, pixel-mean mask-ID term); the
+#: LossConfig defaults differ ("input", "segment"), so tests of deeplab2's behaviour name them.
+DEEPLAB2 = dict(loss_resolution="output", mask_id_balance="pixel")
+
+
+def deeplab2_loss(**options):
+    return MaXDeepLabLoss(C, **{**DEEPLAB2, **options})
+
+
 def make_target(seed=0, B=2, H=32, W=32, K=10, void_block=True):
     """Random panoptic targets: two stuff halves, a few thing rectangles, a no-data block aligned to stride 4."""
     rng = np.random.default_rng(seed)
@@ -55,7 +64,7 @@ def random_pred(seed=1, B=2, N=12, h=8, w=8, D=16):
 
 
 def test_terms_weights_and_total():
-    loss = MaXDeepLabLoss(C)
+    loss = deeplab2_loss()
     pred, tgt = random_pred(), make_target()
     terms = loss.terms(pred, tgt)
     assert set(terms) == set(TERM_NAMES) == set(loss.weights)
@@ -74,7 +83,7 @@ def test_terms_weights_and_total():
 
 @pytest.mark.parametrize("weighting", ["none", "official"])
 def test_stop_gradients(weighting):
-    loss = MaXDeepLabLoss(C, void_overlap_weighting=weighting)
+    loss = deeplab2_loss(void_overlap_weighting=weighting)
     pred, tgt = random_pred(), make_target()
     terms = loss.terms(pred, tgt)
     ml, cl = pred[PRED_MASK_LOGITS], pred[PRED_CLASS_LOGITS]
@@ -95,7 +104,7 @@ def _void_positions(tgt, h, w):
 
 @pytest.mark.parametrize("weighting", ["none", "official"])
 def test_void_pixels_change_nothing(weighting):
-    loss = MaXDeepLabLoss(C, void_overlap_weighting=weighting)
+    loss = deeplab2_loss(void_overlap_weighting=weighting)
     pred, tgt = random_pred(), make_target()
     base = {k: float(v) for k, v in loss.terms(pred, tgt).items()}
     void = _void_positions(tgt, 8, 8)
@@ -128,7 +137,7 @@ def _check_finite(loss, pred, tgt):
 
 @pytest.mark.parametrize("weighting", ["none", "official"])
 def test_never_nan_empty_all_void_single_pixel(weighting):
-    loss = MaXDeepLabLoss(C, void_overlap_weighting=weighting)
+    loss = deeplab2_loss(void_overlap_weighting=weighting)
     B, H, W, K = 2, 32, 32, 6
     empty = {GT_SEMANTIC: torch.zeros(B, H, W, dtype=torch.long), GT_MASKS: torch.zeros(B, K, H, W, dtype=torch.bool),
              GT_CLASSES: torch.zeros(B, K, dtype=torch.long), GT_IS_THING: torch.zeros(B, K, dtype=torch.bool),
@@ -184,7 +193,7 @@ def perfect_pred(tgt, N=12, h=8, w=8, scale=30.0, seed=0):
 
 
 def test_perfect_prediction_reaches_minimum():
-    loss = MaXDeepLabLoss(C)
+    loss = deeplab2_loss()
     tgt = make_target(seed=3)
     terms = {k: float(v) for k, v in loss.terms(perfect_pred(tgt), tgt).items()}
     for k in ("pq_class", "pq_dice", "mask_id", "semantic"):
@@ -205,7 +214,7 @@ def test_perfect_prediction_reaches_minimum():
 
 
 def test_bad_inputs_raise():
-    loss = MaXDeepLabLoss(C)
+    loss = deeplab2_loss()
     pred = random_pred()
     pred[PRED_CLASS_LOGITS] = torch.zeros(2, 12, C + 3)
     with pytest.raises(ArgumentError, match="num_classes"):
@@ -219,7 +228,7 @@ def test_bad_inputs_raise():
 def test_works_as_fastai_loss_func():
     from fastai.learner import Learner  # noqa: F401  (import check: fastai is a dependency)
 
-    loss = MaXDeepLabLoss(C)
+    loss = deeplab2_loss()
     pred, tgt = random_pred(), make_target()
     out = loss(pred, tgt)  # fastai calls loss_func(pred, *yb) with yb = (target_dict,)
     assert isinstance(out, torch.Tensor) and out.requires_grad
@@ -308,7 +317,7 @@ def test_detail_instance_term_separates_touching_objects_at_full_resolution():
     total.backward()
     assert good.grad is not None and good.grad.abs().sum() > 0
     assert loss.weights["instance_detail"] == 0.5
-    off = MaXDeepLabLoss(C)
+    off = deeplab2_loss()
     assert float(off.terms({**pred, PRED_DETAIL_FEATURES: good}, tgt)["instance_detail"]) == 0.0
     with pytest.raises(ArgumentError, match="detail_instance_weight"):
         MaXDeepLabLoss(C, detail_instance_weight=-1.0)

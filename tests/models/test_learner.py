@@ -57,8 +57,8 @@ def test_compute_metrics_agrees_with_the_evaluator_by_hand(trained, data):
     for xb, yb in data.valid:
         for i in range(len(xb)):
             raw = xb[i].numpy()  # already normalised: predict through the network directly
-            pred = trained._forward(xb[i:i + 1])
-            res = trained._postprocessor(class_threshold=0.2)(pred, out_size=raw.shape[-2:],
+            pred = trained.predictor.forward(xb[i:i + 1])
+            res = trained.predictor.postprocessor(class_threshold=0.2)(pred, out_size=raw.shape[-2:],
                                                               valid=yb["valid"][i:i + 1])[0]
             gt_class, gt_instance = panoptic_from_target(yb, i, data.class_table)
             evaluator.update(res.class_map, res.instance_map, gt_class, gt_instance)

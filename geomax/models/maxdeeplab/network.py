@@ -20,6 +20,7 @@ from torch import nn
 
 from geomax.common import (PRED_CLASS_LOGITS, PRED_DETAIL_FEATURES, PRED_MASK_LOGITS,
                            PRED_MEMORY_FEATURES, PRED_PIXEL_FEATURES, PRED_SEMANTIC_LOGITS)
+from geomax.config import NetworkConfig
 from geomax.errors import ArgumentError, InputMismatchError, ModelError
 from geomax.models.maxdeeplab.backbone import AxialResNetBackbone
 from geomax.models.maxdeeplab.decoder import Decoder
@@ -70,7 +71,8 @@ class MaXDeepLabNetwork(nn.Module):
     """MaX-DeepLab mask transformer (axial-ResNet backbone, dual-path transformer, heads).
 
     Build it through :func:`geomax.models.maxdeeplab.build_maxdeeplab` with a named
-    variant; the constructor takes every architectural choice as a keyword.
+    variant; the constructor takes a :class:`~geomax.config.NetworkConfig` (defaults:
+    the paper's MaX-DeepLab-S) and/or its settings as keywords, described below.
 
     Parameters
     ----------
@@ -78,6 +80,8 @@ class MaXDeepLabNetwork(nn.Module):
         Image bands.
     num_classes : int
         C, real classes; class and semantic logits have C + 1 entries (0 = void).
+    config : NetworkConfig, optional
+        The architecture; keyword ``options`` override its settings.
     stem_channels : sequence of 3 ints
         Widths of the three stem convolutions.
     stage_filters : sequence of 4 ints
@@ -136,39 +140,25 @@ class MaXDeepLabNetwork(nn.Module):
         (``output_stride=1`` only).
     """
 
-    def __init__(self, in_channels: int, num_classes: int,
-                 stem_channels: Sequence[int] = (64, 64, 128),
-                 stage_filters: Sequence[int] = (64, 128, 256, 512),
-                 stage_blocks: Sequence[int] = (3, 4, 6, 3),
-                 num_heads: int = 8, max_span: int = 255,
-                 attention_bottleneck_expansion: float = 2.0,
-                 key_expansion: float = 1.0, value_expansion: float = 2.0,
-                 num_slots: int = 128, memory_channels: int = 256,
-                 transformer_filters: int = 128, transformer_ffn_channels: int = 2048,
-                 extra_blocks: int = 1, decoder_num_stacks: int = 0, decoder_blocks: int = 1,
-                 head_channels: int = 256, feature_dim: int = 128,
-                 drop_path_rate: float = 0.2, void_prior: float = 0.9,
-                 mask_logit_scale_init: float = 0.1, output_stride: int = 4,
-                 semantic_feature: str = "decoder", full_res_channels: int = 16) -> None:
+    def __init__(self, in_channels: int, num_classes: int, config: NetworkConfig | None = None,
+                 **options: Any) -> None:
         super().__init__()
         if int(in_channels) < 1:
             raise ArgumentError(f"in_channels must be >= 1, got {in_channels}")
         if int(num_classes) < 1:
             raise ArgumentError(f"num_classes must be >= 1 (real classes, void excluded), "
                                 f"got {num_classes}")
-        if int(num_slots) < 1:
-            raise ArgumentError(f"num_slots must be >= 1, got {num_slots}")
-        if not 0.0 < void_prior < 1.0:
-            raise ArgumentError(f"void_prior must be in (0, 1), got {void_prior}")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ArgumentError(f"drop_path_rate must be in [0, 1), got {drop_path_rate}")
-        if output_stride not in (1, 2, 4):
-            raise ArgumentError(f"output_stride must be 4, 2 or 1, got {output_stride!r}")
-        if int(full_res_channels) < 1:
-            raise ArgumentError(f"full_res_channels must be >= 1, got {full_res_channels}")
-        if semantic_feature not in ("decoder", "backbone"):
-            raise ArgumentError(f"semantic_feature must be 'decoder' or 'backbone', got "
-                                f"{semantic_feature!r}")
+        cfg = NetworkConfig.build(config, **options)
+        (stem_channels, stage_filters, stage_blocks, num_heads, max_span, num_slots, memory_channels,
+         transformer_filters, transformer_ffn_channels, extra_blocks, decoder_num_stacks, decoder_blocks,
+         head_channels, feature_dim, drop_path_rate, output_stride, semantic_feature, full_res_channels) = (
+            cfg.stem_channels, cfg.stage_filters, cfg.stage_blocks, cfg.num_heads, cfg.max_span, cfg.num_slots,
+            cfg.memory_channels, cfg.transformer_filters, cfg.transformer_ffn_channels, cfg.extra_blocks,
+            cfg.decoder_num_stacks, cfg.decoder_blocks, cfg.head_channels, cfg.feature_dim, cfg.drop_path_rate,
+            cfg.output_stride, cfg.semantic_feature, cfg.full_res_channels)
+        void_prior, mask_logit_scale_init = cfg.void_prior, cfg.mask_logit_scale_init
+        attention_bottleneck_expansion = cfg.attention_bottleneck_expansion
+        key_expansion, value_expansion = cfg.key_expansion, cfg.value_expansion
         self.semantic_feature = semantic_feature
         self.output_stride = int(output_stride)
         self.in_channels = int(in_channels)

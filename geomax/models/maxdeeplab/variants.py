@@ -1,9 +1,9 @@
 """Named MaX-DeepLab variants and the one constructor that builds them.
 
-Every variant is a set of keyword arguments of
-:class:`~geomax.models.maxdeeplab.network.MaXDeepLabNetwork`; the built module
-keeps ``.config`` (variant name + every keyword, band and class counts included)
-so :func:`build_from_config` rebuilds the same architecture without the data.
+Every variant is a :class:`~geomax.config.NetworkConfig` (the paper's S is the
+config's own defaults; the others change some settings); the built module keeps
+``.config`` (variant name + every setting, band and class counts included) so
+:func:`build_from_config` rebuilds the same architecture without the data.
 
 ==================  ==========================================================
 variant             use
@@ -22,49 +22,39 @@ variant             use
 """
 from __future__ import annotations
 
-import copy
-import inspect
+import dataclasses
 import os
 from types import MappingProxyType
 from typing import Any, Mapping
 
 from torch import nn
 
+from geomax.config import NetworkConfig, check_known
 from geomax.errors import ArgumentError
 from geomax.models.maxdeeplab.network import MaXDeepLabNetwork
 
-_S = dict(
-    stem_channels=(64, 64, 128), stage_filters=(64, 128, 256, 512), stage_blocks=(3, 4, 6, 3),
-    num_heads=8, max_span=255, attention_bottleneck_expansion=2.0, key_expansion=1.0,
-    value_expansion=2.0, num_slots=128, memory_channels=256, transformer_filters=128,
-    transformer_ffn_channels=2048, extra_blocks=1, decoder_num_stacks=0, decoder_blocks=1,
-    head_channels=256, feature_dim=128, drop_path_rate=0.2, void_prior=0.9,
-    mask_logit_scale_init=0.1, output_stride=4, semantic_feature="decoder", full_res_channels=16)
+_S = NetworkConfig()  # the paper's MaX-DeepLab-S: NetworkConfig's own defaults
 
-_L = dict(_S, stem_channels=(64, 64, 128), stage_filters=(128, 256, 512, 1024),
-          stage_blocks=(3, 6, 3, 3), memory_channels=512, transformer_filters=256,
-          transformer_ffn_channels=2048, decoder_num_stacks=2, head_channels=256,
-          drop_path_rate=0.3)
+_L = dataclasses.replace(_S, stage_filters=(128, 256, 512, 1024), stage_blocks=(3, 6, 3, 3), memory_channels=512,
+                         transformer_filters=256, decoder_num_stacks=2, drop_path_rate=0.3)
 
-_CPU = dict(_S, stem_channels=(16, 16, 32), stage_filters=(16, 32, 64, 128),
-            stage_blocks=(2, 2, 3, 2), num_slots=32, memory_channels=128,
-            transformer_filters=64, transformer_ffn_channels=256, head_channels=64,
-            feature_dim=64, drop_path_rate=0.0, output_stride=1)
+_CPU = dataclasses.replace(_S, stem_channels=(16, 16, 32), stage_filters=(16, 32, 64, 128),
+                           stage_blocks=(2, 2, 3, 2), num_slots=32, memory_channels=128,
+                           transformer_filters=64, transformer_ffn_channels=256, head_channels=64,
+                           feature_dim=64, drop_path_rate=0.0, output_stride=1)
 
-_TINY = dict(_S, stem_channels=(8, 8, 16), stage_filters=(8, 16, 16, 32),
-             stage_blocks=(1, 1, 2, 1), num_heads=4, num_slots=16, memory_channels=32,
-             transformer_filters=16, transformer_ffn_channels=64, head_channels=32,
-             feature_dim=32, drop_path_rate=0.0, output_stride=2)
+_TINY = dataclasses.replace(_S, stem_channels=(8, 8, 16), stage_filters=(8, 16, 16, 32),
+                            stage_blocks=(1, 1, 2, 1), num_heads=4, num_slots=16, memory_channels=32,
+                            transformer_filters=16, transformer_ffn_channels=64, head_channels=32,
+                            feature_dim=32, drop_path_rate=0.0, output_stride=2)
 
-#: Registry: variant name -> default keyword arguments (read-only views).
-VARIANTS: Mapping[str, Mapping[str, Any]] = MappingProxyType({
-    "max_deeplab_s": MappingProxyType(_S),
-    "max_deeplab_l": MappingProxyType(_L),
-    "max_deeplab_cpu": MappingProxyType(_CPU),
-    "max_deeplab_tiny": MappingProxyType(_TINY),
+#: Registry: variant name -> its :class:`~geomax.config.NetworkConfig` (frozen, read-only).
+VARIANTS: Mapping[str, NetworkConfig] = MappingProxyType({
+    "max_deeplab_s": _S,
+    "max_deeplab_l": _L,
+    "max_deeplab_cpu": _CPU,
+    "max_deeplab_tiny": _TINY,
 })
-
-_ARCH_KEYS = frozenset(inspect.signature(MaXDeepLabNetwork.__init__).parameters) - {"self"}
 
 
 def list_variants() -> list[str]:
@@ -72,9 +62,19 @@ def list_variants() -> list[str]:
     return sorted(VARIANTS)
 
 
-def _plain(value: Any) -> Any:
-    # tuples -> lists so the config survives a JSON round trip unchanged
-    return list(value) if isinstance(value, (tuple, list)) else value
+def get_variant(variant: str, **overrides: Any) -> NetworkConfig:
+    """The :class:`~geomax.config.NetworkConfig` of a named variant, with optional overrides.
+
+    Raises
+    ------
+    ArgumentError
+        Unknown variant, unknown setting or a value out of range.
+    """
+    if variant not in VARIANTS:
+        raise ArgumentError(f"unknown MaX-DeepLab variant {variant!r}; choose one of "
+                            f"{list_variants()}")
+    check_known(overrides, NetworkConfig.field_names(), "network")
+    return NetworkConfig.build(VARIANTS[variant], **overrides)
 
 
 def build_maxdeeplab(variant: str, in_channels: int, num_classes: int,
@@ -97,33 +97,30 @@ def build_maxdeeplab(variant: str, in_channels: int, num_classes: int,
         and tensors of other shapes are skipped. Not recorded in ``.config``
         (the config describes the architecture only). Nothing is downloaded.
     **overrides
-        Any keyword of :class:`~geomax.models.maxdeeplab.network.MaXDeepLabNetwork`
-        to change from the variant's defaults (e.g. ``num_slots=64``).
+        Any setting of :class:`~geomax.config.NetworkConfig` to change from the
+        variant's (e.g. ``num_slots=64``).
 
     Returns
     -------
     MaXDeepLabNetwork
         With ``.config`` = ``{"variant": variant, "in_channels": ..., "num_classes": ...,
-        **every other keyword}``.
+        **every NetworkConfig setting}`` (JSON-ready).
     """
-    if variant not in VARIANTS:
-        raise ArgumentError(f"unknown MaX-DeepLab variant {variant!r}; choose one of "
-                            f"{list_variants()}")
-    unknown = sorted(set(overrides) - _ARCH_KEYS)
-    if unknown:
-        raise ArgumentError(f"unknown network argument(s) {unknown}; valid ones are "
-                            f"{sorted(_ARCH_KEYS)}")
+    config = get_variant(variant, **overrides)
     for name, value in (("in_channels", in_channels), ("num_classes", num_classes)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ArgumentError(f"{name} must be a positive integer, got {value!r}")
-    kwargs = dict(copy.deepcopy(dict(VARIANTS[variant])))
-    kwargs.update(overrides)
-    kwargs.update(in_channels=in_channels, num_classes=num_classes)
-    model = MaXDeepLabNetwork(**kwargs)
-    model.config = {"variant": variant, **{k: _plain(v) for k, v in kwargs.items()}}
+    model = MaXDeepLabNetwork(in_channels, num_classes, config)
+    model.config = {"variant": variant, "in_channels": in_channels, "num_classes": num_classes,
+                    **config.to_dict()}
     if pretrained_path is not None:
         model.load_pretrained(pretrained_path)
     return model
+
+
+#: Settings of configs written before ``output_stride`` and ``semantic_feature`` existed
+#: (stride-4 networks whose semantic head reads the backbone; see docs/design.md).
+_BEFORE_STRIDE_OPTIONS = {"output_stride": 4, "semantic_feature": "backbone"}
 
 
 def build_from_config(config: Mapping[str, Any]) -> nn.Module:
@@ -136,12 +133,8 @@ def build_from_config(config: Mapping[str, Any]) -> nn.Module:
     """
     if not isinstance(config, Mapping) or "variant" not in config:
         raise ArgumentError("config must be a mapping with a 'variant' key (a network's .config)")
-    kwargs = dict(config)
+    kwargs = {**_BEFORE_STRIDE_OPTIONS, **config}
     variant = kwargs.pop("variant")
-    # configs written before these options existed describe stride-4 networks whose
-    # semantic head reads the backbone
-    kwargs.setdefault("output_stride", 4)
-    kwargs.setdefault("semantic_feature", "backbone")
     try:
         in_channels = kwargs.pop("in_channels")
         num_classes = kwargs.pop("num_classes")

@@ -1,0 +1,196 @@
+"""fastai callbacks of geomax training: the wall-clock budget, the last-epoch checkpoint, resumable trackers.
+
+Ordinary ``fastai.callback.core.Callback`` subclasses, defined at module level.
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+from fastai.callback.core import Callback, CancelFitException, CancelTrainException
+from fastai.callback.progress import ProgressCallback
+from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
+
+from ..errors import ArgumentError, ModelError
+
+__all__ = ["TimeBudget", "LastEpochCheckpoint", "ResumableSaveModel", "ResumableEarlyStopping",
+           "without_progress_table", "clock"]
+
+
+def clock(seconds: float) -> str:
+    """``m:ss`` of a number of seconds."""
+    seconds = int(round(seconds))
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+class TimeBudget(Callback):
+    """Train for a wall-clock budget instead of a number of epochs.
+
+    * The learner's training progress (``pct_train``, which drives fastai's one-cycle
+      schedule) is set from the elapsed time, so warm-up and annealing span the whole
+      budget whatever the speed of the machine.
+    * After each training batch, if the budget (less the time the last validation took)
+      is used up, the epoch's training ends; the epoch is still validated and recorded,
+      then training stops.
+
+    Parameters
+    ----------
+    seconds:
+        The budget, counted from the start of ``fit``.
+    verbose:
+        Print one line per epoch (losses, validation PQ, time used) and a progress line every minute.
+    valid_estimate:
+        Seconds one validation pass is expected to take, kept free at the end of the
+        budget until the first validation has been timed.
+
+    Attributes
+    ----------
+    batch_losses:
+        Smoothed training loss after every batch.
+    epoch_ends:
+        Number of batches run at the end of each epoch.
+    epochs_done, elapsed:
+        Epochs completed and seconds used when training stopped.
+    """
+
+    order = 55  # after the Recorder (50), before the ParamScheduler (60)
+
+    def __init__(self, seconds: float, verbose: bool = True, valid_estimate: float = 0.0):
+        if not seconds > 0:
+            raise ArgumentError(f"The training budget must be positive, got {seconds} s.")
+        self.seconds, self.verbose = float(seconds), verbose
+        self.valid_estimate = float(valid_estimate)
+        self.batch_losses: list[float] = []
+        self.epoch_ends: list[int] = []
+        self.epochs_done, self.elapsed, self._valid_time = 0, 0.0, 0.0
+
+    def _used(self) -> float:
+        return time.monotonic() - self._start
+
+    def before_fit(self):
+        self._start = self._last_print = time.monotonic()
+        self.batch_losses, self.epoch_ends, self.epochs_done = [], [], 0
+        self._valid_time = self.valid_estimate  # until the first validation is timed
+
+    def before_batch(self):
+        if self.training:
+            self.learn.pct_train = min(self._used() / self.seconds, 0.999)
+
+    def after_batch(self):
+        if not self.training:
+            return
+        self.batch_losses.append(float(self.learn.smooth_loss))
+        if self.verbose and time.monotonic() - self._last_print >= 60.0:
+            self._last_print = time.monotonic()
+            print(f"   batch {len(self.batch_losses)} (epoch {self.epoch + 1}, {self.iter + 1}/{self.n_iter}): "
+                  f"loss {self.batch_losses[-1]:.4f}  [{clock(self._used())} of {clock(self.seconds)}]", flush=True)
+        if self._used() + self._valid_time >= self.seconds:
+            raise CancelTrainException()
+
+    def after_cancel_train(self):
+        # fastai's Recorder drops the train loss of a cancelled epoch; keep it (mean of the batches run)
+        if hasattr(self.learn, "recorder"):
+            self.learn.recorder.cancel_train = False
+
+    def before_validate(self):
+        self._valid_start = time.monotonic()
+
+    def after_validate(self):
+        self._valid_time = time.monotonic() - self._valid_start
+
+    def after_epoch(self):
+        self.epoch_ends.append(len(self.batch_losses))
+        self.epochs_done = self.epoch + 1
+        self.elapsed = self._used()
+        if self.verbose:
+            rec = self.learn.recorder
+            vals = dict(zip(rec.metric_names[1:-1], rec.log[1:-1])) if rec.log else {}
+            shown = "  ".join(f"{k} {float(v):.4f}" for k, v in vals.items()
+                              if isinstance(v, (int, float)) or hasattr(v, "item"))
+            print(f"epoch {self.epochs_done}: {shown}  [{clock(self.elapsed)} of {clock(self.seconds)}]", flush=True)
+
+    def before_epoch(self):
+        if self.epoch > 0 and self._used() + self._valid_time >= self.seconds:
+            raise CancelFitException()
+
+
+class LastEpochCheckpoint(Callback):
+    """Save weights + optimiser after every epoch so ``fit(resume=True)`` can continue.
+
+    Parameters
+    ----------
+    fname:
+        Checkpoint name inside the learner's model folder (``<path>/<model_dir>/<fname>.pth``
+        and ``<fname>.json`` with the epochs done).
+    """
+
+    order = 60
+
+    def __init__(self, fname: str = "geomax_last"):
+        self.fname = fname
+
+    def _meta(self, learn) -> Path:
+        return Path(learn.path) / learn.model_dir / f"{self.fname}.json"
+
+    def after_epoch(self):
+        if not self.learn.recorder.values:  # an epoch skipped by a resumed run: nothing new to save
+            return
+        self.learn.save(self.fname, with_opt=True)  # fastai's save writes on rank 0 only
+        from .distributed import is_main_process
+
+        if is_main_process():
+            self._meta(self.learn).write_text(json.dumps({"epochs_done": self.epoch + 1, "n_epoch": self.n_epoch}))
+
+    def restore(self, learn) -> int:
+        """Load the last checkpoint into ``learn``; return the epochs it had done."""
+        meta = self._meta(learn)
+        if not meta.exists():
+            raise ModelError(f"No checkpoint to resume from in {meta.parent}; train with checkpoint=True.")
+        learn.load(self.fname, with_opt=True, weights_only=False)
+        return int(json.loads(meta.read_text())["epochs_done"])
+
+
+class ResumableSaveModel(SaveModelCallback):
+    """fastai's ``SaveModelCallback`` that ignores the epochs a resumed run skips (they log no values)."""
+
+    def __init__(self, *args, start_epoch: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.start_epoch = start_epoch
+
+    def after_epoch(self):
+        if self.epoch >= self.start_epoch:
+            super().after_epoch()
+
+
+class ResumableEarlyStopping(EarlyStoppingCallback):
+    """fastai's ``EarlyStoppingCallback`` that ignores the epochs a resumed run skips."""
+
+    def __init__(self, *args, start_epoch: int = 0, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.start_epoch = start_epoch
+
+    def after_epoch(self):
+        if self.epoch >= self.start_epoch:
+            super().after_epoch()
+
+
+class without_progress_table:
+    """Context manager: train without fastai's progress bar and epoch table (a TimeBudget prints its own lines)."""
+
+    def __init__(self, learn):
+        self.learn = learn
+
+    def __enter__(self):
+        self.had = any(isinstance(cb, ProgressCallback) for cb in self.learn.cbs)
+        if self.had:
+            self.learn.remove_cb(ProgressCallback)
+        self.logger = self.learn.logger
+        self.learn.logger = lambda *a, **k: None
+        return self
+
+    def __exit__(self, *exc):
+        self.learn.logger = self.logger
+        if self.had:
+            self.learn.add_cb(ProgressCallback())
+        return False
