@@ -1,10 +1,11 @@
 """The one-command demo: synthetic scenes -> chips -> training -> whole-scene inference -> PQ -> report.
 
 :func:`run_demo` does the work; ``geomax demo`` only parses arguments and calls it.
-Training runs for a fixed wall-clock budget (:class:`TimeBudget`, a fastai
-callback): the one-cycle learning-rate schedule is stretched over the budget
-and training stops after the batch that uses it up, so the run ends on time on
-any machine.
+Every step goes through the workflow layer (:mod:`geomax.workflows`) with the same
+recipe as ``geomax train`` and the toolbox: the training config is resolved by
+:func:`geomax.workflows.train.resolve_train_config` from the minutes alone. Training
+runs for a wall-clock budget (``TrainConfig.minutes``: the one-cycle schedule is
+stretched over it), so the run ends on time on any machine.
 """
 from __future__ import annotations
 
@@ -18,121 +19,25 @@ from typing import Any
 
 from .errors import ArgumentError, OutputExistsError
 
-__all__ = ["run_demo", "TimeBudget", "DEMO_SEED", "DEMO_DEFAULTS", "QUICK_DEFAULTS", "check_output_folder"]
+__all__ = ["run_demo", "DEMO_SEED", "DEMO_DEFAULTS", "QUICK_DEFAULTS", "check_output_folder", "demo_train_config"]
 
 #: Seed of the demo's training scene (test scene: seed + 1000); see run_demo.
 DEMO_SEED = 11
 
-#: Settings of the full demo (about 15 minutes on 2 CPU cores).
+#: Settings of the full demo (about 15 minutes on 2 CPU cores): the synthetic scenes and their
+#: export (``chip_size``: the exported tile; chips overlap by half). The training recipe is
+#: not here: it is the :class:`~geomax.config.TrainConfig` every entry point resolves.
 DEMO_DEFAULTS: dict[str, Any] = dict(total_minutes=14.0, train_minutes=None, scene_size=1536, test_size=1024,
-                                     chip_size=128, batch_size=8, lr=3e-3, bands=4)
+                                     chip_size=128, bands=4)
 #: Settings of ``--quick`` (a few minutes).
-QUICK_DEFAULTS: dict[str, Any] = dict(total_minutes=3.0, train_minutes=None, scene_size=768, test_size=512,
-                                      chip_size=128, batch_size=8, lr=3e-3, bands=4)
+QUICK_DEFAULTS: dict[str, Any] = dict(DEMO_DEFAULTS, total_minutes=3.0, scene_size=768, test_size=512)
 
 
-class TimeBudget:
-    """fastai callback: train for a wall-clock budget instead of a number of epochs.
+def demo_train_config(train_minutes: float):
+    """The demo's training recipe: :func:`~geomax.workflows.train.resolve_train_config` of the minutes alone."""
+    from .workflows.train import resolve_train_config
 
-    * The learner's training progress (``pct_train``, which drives fastai's
-      one-cycle schedule) is set from the elapsed time, so warm-up and annealing
-      span the whole budget whatever the speed of the machine.
-    * After each training batch, if the budget (less the time the last
-      validation took) is used up, the epoch's training ends; the epoch is
-      still validated and recorded, then training stops.
-
-    Parameters
-    ----------
-    seconds:
-        The budget, counted from the start of ``fit``.
-    verbose:
-        Print one line per epoch (losses, validation PQ, time used) and a progress line every minute.
-    valid_estimate:
-        Seconds one validation pass is expected to take, kept free at the end of the
-        budget until the first validation has been timed.
-
-    Attributes
-    ----------
-    batch_losses:
-        Smoothed training loss after every batch.
-    epoch_ends:
-        Number of batches run at the end of each epoch.
-    epochs_done, elapsed:
-        Epochs completed and seconds used when training stopped.
-    """
-
-    def __new__(cls, seconds: float, verbose: bool = True, valid_estimate: float = 0.0):
-        from fastai.callback.core import Callback, CancelFitException, CancelTrainException
-
-        class _TimeBudget(Callback):
-            order = 55  # after the Recorder (50), before the ParamScheduler (60)
-
-            def __init__(self, seconds: float, verbose: bool, valid_estimate: float):
-                if not seconds > 0:
-                    raise ArgumentError(f"The training budget must be positive, got {seconds} s.")
-                self.seconds, self.verbose = float(seconds), verbose
-                self.valid_estimate = float(valid_estimate)
-                self.batch_losses: list[float] = []
-                self.epoch_ends: list[int] = []
-                self.epochs_done, self.elapsed, self._valid_time = 0, 0.0, 0.0
-
-            def _used(self) -> float:
-                return time.monotonic() - self._start
-
-            def before_fit(self):
-                self._start = self._last_print = time.monotonic()
-                self.batch_losses, self.epoch_ends, self.epochs_done = [], [], 0
-                self._valid_time = self.valid_estimate  # until the first validation is timed
-
-            def before_batch(self):
-                if self.training:
-                    self.learn.pct_train = min(self._used() / self.seconds, 0.999)
-
-            def after_batch(self):
-                if not self.training:
-                    return
-                self.batch_losses.append(float(self.learn.smooth_loss))
-                if self.verbose and time.monotonic() - self._last_print >= 60.0:
-                    self._last_print = time.monotonic()
-                    print(f"   batch {len(self.batch_losses)} (epoch {self.epoch + 1}, {self.iter + 1}/{self.n_iter}): "
-                          f"loss {self.batch_losses[-1]:.4f}  [{_clock(self._used())} of {_clock(self.seconds)}]",
-                          flush=True)
-                if self._used() + self._valid_time >= self.seconds:
-                    raise CancelTrainException()
-
-            def after_cancel_train(self):
-                # fastai's Recorder drops the train loss of a cancelled epoch; keep it (mean of the batches run)
-                if hasattr(self.learn, "recorder"):
-                    self.learn.recorder.cancel_train = False
-
-            def before_validate(self):
-                self._valid_start = time.monotonic()
-
-            def after_validate(self):
-                self._valid_time = time.monotonic() - self._valid_start
-
-            def after_epoch(self):
-                self.epoch_ends.append(len(self.batch_losses))
-                self.epochs_done = self.epoch + 1
-                self.elapsed = self._used()
-                if self.verbose:
-                    rec = self.learn.recorder
-                    vals = dict(zip(rec.metric_names[1:-1], rec.log[1:-1])) if rec.log else {}
-                    shown = "  ".join(f"{k} {float(v):.4f}" for k, v in vals.items()
-                                      if isinstance(v, (int, float)) or hasattr(v, "item"))
-                    print(f"epoch {self.epochs_done}: {shown}  [{_clock(self.elapsed)} of {_clock(self.seconds)}]",
-                          flush=True)
-
-            def before_epoch(self):
-                if self.epoch > 0 and self._used() + self._valid_time >= self.seconds:
-                    raise CancelFitException()
-
-        return _TimeBudget(seconds, verbose, valid_estimate)
-
-
-def _clock(seconds: float) -> str:
-    seconds = int(round(seconds))
-    return f"{seconds // 60}:{seconds % 60:02d}"
+    return resolve_train_config(minutes=train_minutes)
 
 
 def check_output_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
@@ -186,8 +91,6 @@ def run_demo(
     scene_size: int | None = None,
     test_size: int | None = None,
     chip_size: int | None = None,
-    batch_size: int | None = None,
-    lr: float | None = None,
     bands: int | None = None,
     seed: int = DEMO_SEED,
     backbone: str | None = None,
@@ -220,8 +123,9 @@ def run_demo(
         3 with ``quick``).
     scene_size, test_size:
         Sides in pixels of the training and test scenes.
-    chip_size, batch_size, lr:
-        Training chip side, batch size and peak learning rate.
+    chip_size:
+        Side of the exported chips (they overlap by half). The training recipe is
+        :func:`demo_train_config`, the same as ``geomax train --minutes``.
     bands:
         Bands of the synthetic scenes (1, or 3 to 6: R, G, B, NIR, SWIR1, SWIR2).
     seed:
@@ -257,7 +161,7 @@ def run_demo(
     """
     settings = dict(QUICK_DEFAULTS if quick else DEMO_DEFAULTS)
     for key, value in dict(train_minutes=train_minutes, total_minutes=total_minutes, scene_size=scene_size, test_size=test_size,
-                           chip_size=chip_size, batch_size=batch_size, lr=lr, bands=bands).items():
+                           chip_size=chip_size, bands=bands).items():
         if value is not None:
             settings[key] = value
     _check_settings(settings)
@@ -271,13 +175,12 @@ def run_demo(
         torch.set_num_threads(int(num_threads))
     torch.manual_seed(seed)
 
-    import fastai.callback.schedule  # noqa: F401  (adds Learner.fit_one_cycle / lr_find)
-
-    from . import export_training_data, prepare_data
-    from .data.synthetic import CLASS_FIELD, SYNTHETIC_CLASSES, make_scene
+    from .data.synthetic import CLASS_FIELD, make_scene
     from .evaluate import evaluate_raster, format_metrics
-    from .models.learner import MaXDeepLab
+    from .models.callbacks import clock
     from .report import write_demo_report
+    from .workflows.export import export
+    from .workflows.train import build_model, fit_model, prepare, resolve_train_config
 
     data_dir = out / "data"
     paths: dict[str, Path] = {
@@ -293,15 +196,15 @@ def run_demo(
         make_scene(paths["test_raster"], paths["test_labels"], size=settings["test_size"], seed=seed + 1000,
                    bands=settings["bands"])
     with _Timer(timings, "export training chips", verbose):
-        export_training_data(paths["train_raster"], paths["train_labels"], paths["chips"], class_field=CLASS_FIELD,
-                             class_table=SYNTHETIC_CLASSES, tile_size=settings["chip_size"],
-                             stride=settings["chip_size"] // 2, progress=False)
+        export(paths["train_raster"], paths["train_labels"], paths["chips"], class_field=CLASS_FIELD,
+               class_table_source="synthetic", tile_size=settings["chip_size"], stride=settings["chip_size"] // 2,
+               log=lambda *a, **k: None)
     with _Timer(timings, "prepare data", verbose):
-        data = prepare_data(paths["chips"], chip_size=settings["chip_size"], batch_size=settings["batch_size"],
-                            val_split_pct=0.1, seed=seed)
+        # batch size, chip size, split: the recipe's (they do not depend on the minutes)
+        data = prepare(paths["chips"], resolve_train_config())
         n_train, n_valid = len(data.train_ds), len(data.valid_ds)
     with _Timer(timings, "train", verbose):
-        model = MaXDeepLab(data, backbone=backbone)
+        model = build_model(data, backbone=backbone)
         if settings["train_minutes"] is None:
             reserve, valid_estimate = _estimate_remaining_steps(model, paths["test_raster"], settings, n_valid,
                                                                 tile_size, overlap)
@@ -314,31 +217,27 @@ def run_demo(
                 left = 30.0
             settings["train_minutes"] = round(left / 60.0, 2)
             if verbose:
-                print(f"   other steps estimated at {reserve:.0f} s: training gets {_clock(left)} of the "
+                print(f"   other steps estimated at {reserve:.0f} s: training gets {clock(left)} of the "
                       f"{settings['total_minutes']:g} min", flush=True)
         else:
             valid_estimate = 0.0
-        budget = TimeBudget(60.0 * settings["train_minutes"], verbose=verbose, valid_estimate=valid_estimate)
+        train_config = demo_train_config(settings["train_minutes"])
         if verbose:
             print(f"   {model!r}\n   {n_train} training chips, {n_valid} validation chips, "
                   f"training for {settings['train_minutes']:g} min", flush=True)
-        # Many epochs: the budget callback ends training and drives the one-cycle schedule by time.
-        with _no_fastai_bar(model.learn):
-            model.fit(10_000, lr=settings["lr"], one_cycle=True, checkpoint=False, cbs=[budget])
+        fit_model(model, train_config, valid_estimate=valid_estimate, log=print if verbose else _silent)
+        budget = model.last_budget
     with _Timer(timings, "save model", verbose):
         model_folder = model.save(paths["model"])
         paths["model"] = Path(model_folder)
     with _Timer(timings, "predict test scene", verbose):
-        predict_kw: dict[str, Any] = dict(out_features=paths["prediction_features"], overlap=overlap,
-                                          batch_size=4)
-        if tile_size is not None:
-            predict_kw["tile_size"] = tile_size
-        model.predict_raster(paths["test_raster"], paths["prediction_raster"], **predict_kw)
+        model.predict_raster(paths["test_raster"], paths["prediction_raster"], out_features=paths["prediction_features"],
+                             tile_size=tile_size, overlap=overlap, progress=False)
     with _Timer(timings, "evaluate", verbose):
         metrics = evaluate_raster(paths["prediction_raster"], paths["test_labels"], class_table=model.class_table,
                                   class_field=CLASS_FIELD, valid_raster=paths["test_raster"], progress=False)
     training = {"epochs": budget.epochs_done, "batches": len(budget.batch_losses),
-                "seconds": budget.elapsed, "history": list(getattr(model, "_history", []) or [])}
+                "seconds": budget.elapsed, "history": list(model.history)}
     timings_before_report = dict(timings)
     with _Timer(timings, "write report", verbose):
         settings_shown = {**settings, "backbone": model.backbone, "seed (train / test scene)": f"{seed} / {seed + 1000}",
@@ -352,11 +251,12 @@ def run_demo(
                           files=files)
     timings["total"] = time.monotonic() - t_start
     result = {"paths": {k: str(v) for k, v in paths.items()}, "metrics": metrics, "timings": timings,
-              "settings": {**settings, "backbone": model.backbone, "seed": seed}, "training": training}
+              "settings": {**settings, "backbone": model.backbone, "seed": seed},
+              "train_config": train_config.to_dict(), "training": training}
     paths["metrics"].write_text(json.dumps(result, indent=2, default=_json_default))
     if verbose:
         print("\n" + format_metrics(metrics))
-        print(f"\nPQ on the test scene: {100 * metrics['all']['pq']:.1f}   total time {_clock(timings['total'])}")
+        print(f"\nPQ on the test scene: {100 * metrics['all']['pq']:.1f}   total time {clock(timings['total'])}")
         print("\nOutputs:")
         for key in ("report", "prediction_raster", "prediction_features", "model", "metrics", "chips",
                     "test_raster", "test_labels"):
@@ -377,8 +277,8 @@ def _estimate_remaining_steps(model, test_raster, settings: dict, n_valid: int, 
 
     from .inference.tiling import TileGrid
 
-    tile = tile_size or model.default_tile_size
-    overlap = model.default_overlap(tile) if overlap is None else overlap
+    tiling = model.tiling(tile_size=tile_size, overlap=overlap)
+    tile, overlap = int(tiling.tile_size), int(tiling.overlap)
     with rasterio.open(test_raster) as src:
         grid = TileGrid(src.height, src.width, tile, min(overlap, tile // 2))
         n_tiles = len(grid)
@@ -417,32 +317,7 @@ def _check_settings(s: dict) -> None:
     for key in ("scene_size", "test_size"):
         if s[key] < 2 * s["chip_size"]:
             raise ArgumentError(f"{key}={s[key]} is too small: use at least twice chip_size ({2 * s['chip_size']}).")
-    if s["batch_size"] < 1:
-        raise ArgumentError(f"batch_size must be >= 1, got {s['batch_size']}.")
-    if not s["lr"] > 0:
-        raise ArgumentError(f"lr must be positive, got {s['lr']}.")
 
 
-class _no_fastai_bar:
-    """Train without fastai's epoch table (the budget callback prints its own line per epoch)."""
-
-    def __init__(self, learn):
-        self.learn = learn
-
-    def __enter__(self):
-        from fastai.callback.progress import ProgressCallback
-
-        self.had = any(isinstance(cb, ProgressCallback) for cb in self.learn.cbs)
-        if self.had:
-            self.learn.remove_cb(ProgressCallback)
-        self.logger = self.learn.logger
-        self.learn.logger = lambda *a, **k: None
-        return self
-
-    def __exit__(self, *exc):
-        from fastai.callback.progress import ProgressCallback
-
-        self.learn.logger = self.logger
-        if self.had:
-            self.learn.add_cb(ProgressCallback())
-        return False
+def _silent(*args, **kwargs) -> None:
+    """A log function that drops its messages."""

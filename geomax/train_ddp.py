@@ -6,15 +6,15 @@ model package::
 
     # one machine, 4 GPUs
     torchrun --nproc_per_node 4 -m geomax.train_ddp exports/kent models/kent \\
-        --backbone max_deeplab_s --epochs 30 --lr 1e-3 --batch-size 8
+        --backbone max_deeplab_s --epochs 30 --batch-size 8
 
     # two machines with 8 GPUs each (run on both; node_rank 0 and 1)
     torchrun --nnodes 2 --nproc_per_node 8 --node_rank 0 --master_addr 10.0.0.1 \\
-        --master_port 29500 -m geomax.train_ddp exports/kent models/kent --epochs 30 --lr 1e-3
+        --master_port 29500 -m geomax.train_ddp exports/kent models/kent --epochs 30
 
     # check a set-up on a CPU machine: 2 processes, gloo backend
     torchrun --nproc_per_node 2 -m geomax.train_ddp exports/kent models/kent_cpu \\
-        --backbone max_deeplab_tiny --epochs 1 --lr 1e-3
+        --backbone max_deeplab_tiny --epochs 1
 
 ``--batch-size`` is per process (the global batch is ``batch size x processes``).
 """
@@ -25,13 +25,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from .config import TrainConfig, default_of
+
 __all__ = ["train_ddp", "main"]
 
 
-def train_ddp(data_path: str | Path, out_model: str | Path, backbone: str | None = None, epochs: int = 10,
-              lr: float = 1e-3, batch_size: int = 8, chip_size: int | None = None, val_split_pct: float = 0.1,
-              sync_bn: bool | None = None, one_cycle: bool = True, checkpoint: bool = True, seed: int = 42,
-              compute_metrics: bool = True) -> Path | None:
+def train_ddp(data_path: str | Path, out_model: str | Path, backbone: str | None = None,
+              train: TrainConfig | None = None, sync_bn: bool | None = None, compute_metrics: bool = True,
+              **train_options) -> Path | None:
     """Train a model on every process of a ``torchrun`` launch; rank 0 saves it.
 
     Also works in a plain single process (then it is an ordinary ``fit``).
@@ -42,13 +43,15 @@ def train_ddp(data_path: str | Path, out_model: str | Path, backbone: str | None
         The training-data export (``Panoptic_Segmentation`` layout), readable by every process.
     out_model:
         The model folder rank 0 writes (``.pth``, ``.emd``, ``.dlpk``, ``model_metrics.html``).
-    backbone, epochs, lr, batch_size, chip_size, val_split_pct, one_cycle, checkpoint:
-        As in :func:`geomax.prepare_data` and :meth:`MaXDeepLab.fit` (``batch_size`` per process).
+    backbone:
+        Network variant (default: the machine's, as :class:`geomax.MaXDeepLab`).
+    train:
+        The recipe (:class:`~geomax.config.TrainConfig`, resolved with
+        :func:`geomax.workflows.train.resolve_train_config` like every entry point);
+        ``train_options`` override its settings. ``batch_size`` is per process.
     sync_bn:
         Synchronised batch norm; default: on CUDA yes, on CPU no (see
         :mod:`geomax.models.distributed`).
-    seed:
-        Seed of the weights and of the training / validation split (the same on every process).
     compute_metrics:
         Rank 0 computes PQ on the validation chips for the model package.
 
@@ -60,19 +63,19 @@ def train_ddp(data_path: str | Path, out_model: str | Path, backbone: str | None
     import torch
     import torch.distributed as dist
 
-    from . import MaXDeepLab, prepare_data
     from .models.distributed import (digests_of_all_processes, fit_distributed, is_main_process, local_rank,
                                      world_size)
+    from .workflows.train import build_model, prepare, resolve_train_config
 
+    cfg = resolve_train_config(train, **train_options)
     device = None
     if torch.cuda.is_available():
         torch.cuda.set_device(local_rank())
         device = torch.device("cuda", local_rank())
-    torch.manual_seed(seed)
-    data = prepare_data(data_path, chip_size=chip_size, batch_size=batch_size, val_split_pct=val_split_pct,
-                        seed=seed, device=device)
-    model = MaXDeepLab(data, backbone=backbone)
-    fit_distributed(model, epochs, lr=lr, sync_bn=sync_bn, one_cycle=one_cycle, checkpoint=checkpoint)
+    torch.manual_seed(cfg.seed)
+    data = prepare(data_path, cfg, device=device)
+    model = build_model(data, backbone=backbone)
+    fit_distributed(model, cfg, sync_bn=sync_bn)
     digests = digests_of_all_processes(model.model)
     if is_main_process():
         state = "identical" if len(set(digests)) == 1 else "DIFFERENT"
@@ -96,18 +99,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("out_model", help="model folder to write (rank 0)")
     p.add_argument("--backbone", default=None, help="network variant (default: max_deeplab_s on CUDA, "
                                                     "max_deeplab_cpu otherwise)")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (lr_find is not run under DDP)")
-    p.add_argument("--batch-size", type=int, default=8, help="chips per process and step")
-    p.add_argument("--chip-size", type=int, default=None)
-    p.add_argument("--val-split", type=float, default=0.1, help="share of chips held out for validation")
+    p.add_argument("--epochs", type=int, help=f"epochs (default {TrainConfig.DEFAULT_EPOCHS})")
+    p.add_argument("--lr", type=float, help=f"peak learning rate (default {default_of(TrainConfig, 'lr')}; "
+                                            "lr_find is not run under DDP)")
+    p.add_argument("--batch-size", type=int, help="chips per process and step "
+                                                  f"(default {default_of(TrainConfig, 'batch_size')})")
+    p.add_argument("--chip-size", type=int, default=None, help="training chip size (default: the exported size)")
+    p.add_argument("--val-split", type=float, help="share of chips held out for validation "
+                                                   f"(default {default_of(TrainConfig, 'val_split')})")
     p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None,
                    help="synchronised batch norm (default on CUDA; not available on CPU)")
     p.add_argument("--no-sync-bn", dest="sync_bn", action="store_false")
     p.add_argument("--constant-lr", action="store_true", help="constant learning rate instead of one-cycle")
-    p.add_argument("--no-checkpoint", action="store_true", help="do not keep the best epoch")
+    p.add_argument("--no-checkpoint", action="store_true", help="no per-epoch checkpoint, do not keep the best epoch")
     p.add_argument("--no-metrics", action="store_true", help="skip PQ of the validation chips in the package")
-    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--seed", type=int, help=f"seed of weights and split (default {default_of(TrainConfig, 'seed')})")
     return p
 
 
@@ -117,10 +123,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        train_ddp(args.data, args.out_model, backbone=args.backbone, epochs=args.epochs, lr=args.lr,
-                  batch_size=args.batch_size, chip_size=args.chip_size, val_split_pct=args.val_split,
-                  sync_bn=args.sync_bn, one_cycle=not args.constant_lr, checkpoint=not args.no_checkpoint,
-                  seed=args.seed, compute_metrics=not args.no_metrics)
+        train_ddp(args.data, args.out_model, backbone=args.backbone, sync_bn=args.sync_bn,
+                  compute_metrics=not args.no_metrics, epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
+                  chip_size=args.chip_size, val_split=args.val_split, seed=args.seed,
+                  lr_schedule="constant" if args.constant_lr else None,
+                  checkpoint=False if args.no_checkpoint else None)
     except GeomaxError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -5,7 +5,8 @@ import time
 import pytest
 import torch
 
-from geomax.demo import TimeBudget, check_output_folder, run_demo
+from geomax.demo import check_output_folder, run_demo
+from geomax.models.callbacks import TimeBudget
 from geomax.errors import ArgumentError, OutputExistsError
 
 

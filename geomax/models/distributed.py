@@ -28,6 +28,7 @@ from contextlib import contextmanager
 
 import torch
 
+from ..config import TrainConfig
 from ..errors import ArgumentError
 
 __all__ = ["rank", "world_size", "local_rank", "is_main_process", "distributed_ctx", "fit_distributed",
@@ -139,35 +140,39 @@ def distributed_ctx(model, sync_bn: bool | None = None):
             learn.add_cb(ProgressCallback())
 
 
-def fit_distributed(model, epochs: int, lr, sync_bn: bool | None = None, **fit_kwargs) -> None:
-    """``model.fit(epochs, lr, ...)`` as one DDP job over all processes of the launch.
+def fit_distributed(model, config: TrainConfig | None = None, sync_bn: bool | None = None,
+                    **train_options) -> TrainConfig:
+    """``model.fit(config=...)`` as one DDP job over all processes of the launch.
 
     Parameters
     ----------
     model:
         The ``MaXDeepLab`` (built the same way, with the same seed, on every process).
-    epochs:
-        Number of epochs.
-    lr:
-        Learning rate (required: ``lr_find`` is not run under DDP).
+    config:
+        The recipe (:class:`~geomax.config.TrainConfig`); ``train_options`` override its settings.
     sync_bn:
         See :func:`distributed_ctx`.
-    **fit_kwargs:
-        Passed to :meth:`MaXDeepLab.fit` (``one_cycle``, ``checkpoint``, ``monitor``, ...).
+
+    Returns
+    -------
+    TrainConfig
+        The recipe used.
 
     Raises
     ------
     ArgumentError
-        ``lr`` missing or ``early_stopping=True`` in a multi-process run.
+        ``lr_find`` or ``early_stopping`` in a multi-process run.
     """
-    if lr is None:
-        raise ArgumentError("fit_distributed needs lr: run model.lr_find() once in a single process and pass "
-                            "its suggestion.")
-    if world_size() > 1 and fit_kwargs.get("early_stopping"):
+    cfg = TrainConfig.build(config, **train_options)
+    if world_size() > 1 and cfg.lr_find:
+        raise ArgumentError("lr_find is not run under DDP: run model.lr_find() once in a single process and pass "
+                            "its suggestion as lr.")
+    if world_size() > 1 and cfg.early_stopping:
         raise ArgumentError("early_stopping is not supported in a multi-process run (processes could stop at "
                             "different epochs); train a fixed number of epochs with checkpoint=True instead.")
     with distributed_ctx(model, sync_bn=sync_bn):
-        model.fit(epochs, lr=lr, **fit_kwargs)
+        model.fit(config=cfg)
+    return cfg
 
 
 def parameter_digest(module_or_state_dict) -> str:

@@ -73,11 +73,13 @@ def test_bad_settings_raise_before_training(monkeypatch):
         def fit(self, *a, **k):
             raise AssertionError("fit must not run")
 
-    with pytest.raises(ArgumentError, match="needs lr"):
-        ddp.fit_distributed(NoFit(), 1, lr=None)
+    with pytest.raises(ArgumentError, match="lr must be"):
+        ddp.fit_distributed(NoFit(), epochs=1, lr=-1.0)
     monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ArgumentError, match="lr_find is not run under DDP"):
+        ddp.fit_distributed(NoFit(), epochs=1, lr_find=True)
     with pytest.raises(ArgumentError, match="early_stopping"):
-        ddp.fit_distributed(NoFit(), 1, lr=1e-3, early_stopping=True)
+        ddp.fit_distributed(NoFit(), epochs=1, early_stopping=True)
     if not torch.cuda.is_available():
         with pytest.raises(ArgumentError, match="SyncBatchNorm does not run on CPU"):
-            ddp.fit_distributed(NoFit(), 1, lr=1e-3, sync_bn=True)
+            ddp.fit_distributed(NoFit(), epochs=1, sync_bn=True)
