@@ -22,7 +22,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", default="quickstart_run", help="output folder")
     parser.add_argument("--epochs", type=int, default=12, help="training epochs")
-    parser.add_argument("--lr", type=float, default=3e-3, help="learning rate (0 runs lr_find)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the training config's)")
+    parser.add_argument("--lr-find", action="store_true", help="run lr_find and use its suggestion")
     parser.add_argument("--backbone", default=None, help="network variant (default: CPU or GPU default)")
     parser.add_argument("--size", type=int, default=768, help="side of the synthetic training scene (pixels)")
     args = parser.parse_args()
@@ -39,8 +40,7 @@ def main() -> None:
     data = prepare_data(out / "chips", chip_size=128, batch_size=8)
     data.show_batch(rows=2, file=out / "show_batch.png")
     model = MaXDeepLab(data, backbone=args.backbone)
-    lr = args.lr if args.lr > 0 else model.lr_find(allow_plot=False)
-    model.fit(args.epochs, lr=lr)
+    model.fit(args.epochs, lr=args.lr, lr_find=args.lr_find)  # the TrainConfig recipe, these two overridden
     model.show_results(rows=3, save_path=out / "show_results.png")
     metrics = model.compute_metrics()
     print(f"validation PQ {100 * metrics['all']['pq']:.1f} (things {100 * metrics['things']['pq']:.1f}, "

@@ -24,7 +24,7 @@ def main() -> None:
     parser.add_argument("--chip-size", type=int, default=256)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=20)
-    parser.add_argument("--lr", type=float, default=None, help="learning rate (default: lr_find)")
+    parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the training config's)")
     parser.add_argument("--backbone", default=None)
     args = parser.parse_args()
     out = Path(args.out)

@@ -14,7 +14,7 @@ _LAZY = {
     "prepare_data": ("geomax.data.prepare", "prepare_data"),
     "export_training_data": ("geomax.data.export", "export_training_data"),
     "MaXDeepLab": ("geomax.models.learner", "MaXDeepLab"),
-    "predict_raster": ("geomax.inference.predict_raster", "predict_raster"),
+    "predict_raster": ("geomax.workflows.predict", "predict_raster"),
 }
 
 

@@ -7,14 +7,14 @@ line ``geomax: error: ...`` on stderr and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import textwrap
 from pathlib import Path
 from typing import Sequence
 
 from ._version import __version__
-from .errors import ArgumentError, DataError, GeomaxError, OutputExistsError
+from .config import TilingConfig, TrainConfig, default_of
+from .errors import DataError, GeomaxError, OutputExistsError
 
 __all__ = ["main", "build_parser"]
 
@@ -68,110 +68,59 @@ def _existing(path: str, what: str) -> Path:
 
 # --------------------------------------------------------------------------- subcommands
 def _cmd_export(args) -> int:
-    from .data.export import export_training_data
+    from .workflows.export import export
 
-    raster = _existing(args.raster, "Input raster")
-    labels = _existing(args.labels, "Label file")
-    class_table = None
-    if args.classes:
-        from .evaluate import load_class_table
-
-        class_table = load_class_table(args.classes)
-    elif not args.things:
-        print("note: no --things given: every class is exported as stuff (no instances).", file=sys.stderr)
-    info = export_training_data(raster, labels, args.out, class_field=args.class_field, thing_classes=args.things,
-                                class_table=class_table, tile_size=args.tile_size, stride=args.stride,
-                                chip_format=args.format, bands=args.bands, skip_empty=not args.keep_empty,
-                                max_nodata_fraction=args.max_nodata, label_layer=args.layer,
-                                overwrite=args.overwrite, progress=False)
-    print(f"exported {info.n_chips} chips of {info.tile_size} px to {info.out_folder} "
-          f"(classes: {', '.join(info.class_table.names)}; things: {', '.join(info.class_table.thing_names) or 'none'})")
+    export(args.raster, args.labels, args.out, class_field=args.class_field, thing_classes=args.things,
+           class_table_source=args.classes, tile_size=args.tile_size, stride=args.stride, chip_format=args.format,
+           bands=args.bands, keep_empty=args.keep_empty, max_nodata_fraction=args.max_nodata,
+           label_layer=args.layer, overwrite=args.overwrite, log=print)
     return 0
 
 
 def _cmd_train(args) -> int:
-    import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle / lr_find)
+    from .workflows.train import resolve_train_config, train
 
-    from .data.prepare import prepare_data
-    from .demo import TimeBudget, check_output_folder
-    from .models.learner import MaXDeepLab
-
-    data_path = _existing(args.data, "Training data folder")
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()) and not args.overwrite:
-        raise OutputExistsError(f"Model folder '{out}' exists and is not empty; pass --overwrite or choose another.")
-    if args.pretrained:
-        _existing(args.pretrained, "Pretrained model")
-    if args.epochs is not None and args.minutes is not None:
-        raise ArgumentError("Give either --epochs or --minutes, not both.")
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
-    data = prepare_data(data_path, chip_size=args.chip_size, batch_size=args.batch_size,
-                        val_split_pct=args.val_split, seed=args.seed)
-    model = MaXDeepLab(data, backbone=args.backbone, pretrained_path=args.pretrained)
-    print(f"{model!r}\n{len(data.train_ds)} training chips, {len(data.valid_ds)} validation chips")
-    if args.minutes is not None:
-        budget = TimeBudget(60.0 * args.minutes, verbose=True)
-        model.fit(10_000, lr=args.lr if args.lr is not None else 1e-3, one_cycle=True, checkpoint=False,
-                  cbs=[budget])
-    else:
-        model.fit(args.epochs or 10, lr=args.lr, one_cycle=True, early_stopping=args.early_stopping,
-                  checkpoint=True, monitor=args.monitor)
-    folder = model.save(check_output_folder(out, overwrite=args.overwrite))
-    metrics = getattr(model, "_metrics", {}) or {}
-    if "all" in metrics:
-        print(f"validation PQ {100 * metrics['all']['pq']:.1f} (things {100 * metrics['things']['pq']:.1f}, "
-              f"stuff {100 * metrics['stuff']['pq']:.1f})")
-    print(f"model saved to {folder}")
+    config = resolve_train_config(epochs=args.epochs, minutes=args.minutes, lr=args.lr, chip_size=args.chip_size,
+                                  batch_size=args.batch_size, val_split=args.val_split, seed=args.seed,
+                                  monitor=args.monitor, early_stopping=args.early_stopping or None,
+                                  num_threads=args.threads)
+    train(args.data, args.out, train=config, backbone=args.backbone, pretrained=args.pretrained,
+          overwrite=args.overwrite, log=print)
     return 0
 
 
 def _cmd_predict(args) -> int:
-    from .models.learner import MaXDeepLab
+    from .workflows.predict import predict_raster
 
-    model_path = _existing(args.model, "Model")
-    raster = _existing(args.raster, "Input raster")
-    thresholds = {k: getattr(args, k) for k in ("class_threshold", "mask_threshold", "min_thing_area",
-                                                "min_stuff_area") if getattr(args, k) is not None}
+    _existing(args.model, "Model")
+    _existing(args.raster, "Input raster")
+    options = {k: getattr(args, k) for k in ("class_threshold", "mask_threshold", "min_thing_area",
+                                             "min_stuff_area") if getattr(args, k) is not None}
     if args.keep_disconnected:
-        thresholds["split_disconnected_things"] = False
+        options["split_disconnected_things"] = False
     for path in (args.out, args.features):  # refuse before loading the model
         if path is not None and Path(path).exists() and not args.overwrite:
             raise OutputExistsError(f"'{path}' already exists; pass --overwrite to replace it.")
-    model = MaXDeepLab.from_model(model_path)
-    result = model.predict_raster(raster, args.out, out_features=args.features, tile_size=args.tile_size,
-                                  overlap=args.overlap, batch_size=args.batch_size, bands=args.bands,
-                                  simplify_tolerance=args.simplify, overwrite=args.overwrite,
-                                  progress=not args.quiet, **thresholds)
-    n = getattr(result, "n_instances", None)
-    print(f"panoptic raster: {args.out}" + (f" ({n} thing instances)" if n is not None else ""))
+    result = predict_raster(args.model, args.raster, args.out, out_features=args.features, tile_size=args.tile_size,
+                            overlap=args.overlap, batch_size=args.batch_size, bands=args.bands,
+                            simplify_tolerance=args.simplify, overwrite=args.overwrite, progress=not args.quiet,
+                            **options)
+    print(f"panoptic raster: {args.out} ({result.n_instances} thing instances)")
     if args.features:
         print(f"features: {args.features}")
     return 0
 
 
 def _cmd_evaluate(args) -> int:
-    from .evaluate import evaluate_model, evaluate_raster, format_metrics
+    from .evaluate import format_metrics
+    from .workflows.evaluate import evaluate
 
-    reference = _existing(args.reference, "Reference labels")
-    if args.json and Path(args.json).exists() and not args.overwrite:
-        raise OutputExistsError(f"'{args.json}' already exists; pass --overwrite to replace it.")
-    if args.model:
-        _existing(args.model, "Model")
-        image = _existing(args.prediction, "Input raster")
-        metrics = evaluate_model(args.model, image, reference, class_field=args.class_field,
-                                 reference_instances=args.instances, tile_size=args.tile_size,
-                                 window_size=args.window_size, progress=not args.quiet)
-    else:
-        prediction = _existing(args.prediction, "Panoptic raster")
-        metrics = evaluate_raster(prediction, reference, class_table=args.classes, class_field=args.class_field,
-                                  reference_instances=args.instances, valid_raster=args.image,
-                                  window_size=args.window_size, progress=not args.quiet)
+    metrics = evaluate(args.prediction, args.reference, model=args.model, image=args.image,
+                       class_table_source=args.classes, class_field=args.class_field,
+                       reference_instances=args.instances, tile_size=args.tile_size, window_size=args.window_size,
+                       out_json=args.json, overwrite=args.overwrite, progress=not args.quiet)
     print(format_metrics(metrics))
     if args.json:
-        Path(args.json).write_text(json.dumps(metrics, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
         print(f"metrics written to {args.json}")
     return 0
 
@@ -312,24 +261,25 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Train Deep Learning Model (MaXDeepLab) on a training-data export and save the "
                        "model folder (.pth, .emd, .dlpk, model_metrics.html).",
                        epilog=_examples("""
-                           geomax train chips --out models/city --epochs 20 --lr 1e-3
+                           geomax train chips --out models/city --epochs 20
                            geomax train chips --out models/city --minutes 30           # wall-clock budget
                            geomax train chips --out models/city --backbone max_deeplab_s --batch-size 4
                        """))
     p.add_argument("data", help="training-data export folder")
     p.add_argument("--out", required=True, help="model folder to write")
     p.add_argument("--backbone", help="network variant (default: max_deeplab_s with a GPU, max_deeplab_cpu without)")
-    p.add_argument("--epochs", type=_positive_int, help="epochs to train (default 10)")
+    p.add_argument("--epochs", type=_positive_int, help=f"epochs to train (default {TrainConfig.DEFAULT_EPOCHS})")
     p.add_argument("--minutes", type=_positive_float, help="train for this many minutes instead of a number of epochs")
-    p.add_argument("--lr", type=_positive_float, help="peak learning rate (default: lr_find's suggestion; 1e-3 with --minutes)")
+    p.add_argument("--lr", type=_positive_float, help=f"peak learning rate (default {default_of(TrainConfig, 'lr')})")
     p.add_argument("--chip-size", type=_positive_int, help="training chip size (default: the exported size)")
-    p.add_argument("--batch-size", type=_positive_int, default=8, help="chips per batch (default 8)")
-    p.add_argument("--val-split", type=_fraction, default=0.1, help="share of chips for validation (default 0.1)")
-    p.add_argument("--monitor", choices=("valid_loss", "panoptic_quality"), default="valid_loss",
+    p.add_argument("--batch-size", type=_positive_int, help=f"chips per batch (default {default_of(TrainConfig, 'batch_size')})")
+    p.add_argument("--val-split", type=_fraction, help="share of chips for validation "
+                   f"(default {default_of(TrainConfig, 'val_split')})")
+    p.add_argument("--monitor", choices=("valid_loss", "panoptic_quality"),
                    help="what the best checkpoint and early stopping watch")
     p.add_argument("--early-stopping", action="store_true", help="stop when --monitor stops improving")
     p.add_argument("--pretrained", help="initialise from a saved model or .pth state dict")
-    p.add_argument("--seed", type=int, default=42, help="seed of the validation split")
+    p.add_argument("--seed", type=_nonneg_int, help=f"seed of the validation split and weights (default {default_of(TrainConfig, 'seed')})")
     p.add_argument("--threads", type=_positive_int, help="CPU threads for torch")
     p.add_argument("--overwrite", action="store_true", help="replace a non-empty model folder")
     p.set_defaults(func=_cmd_train)
@@ -350,7 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--features", help="output vector layer (.gpkg, .shp, .geojson, .fgb, .parquet)")
     p.add_argument("--tile-size", type=_positive_int, help="tile size in pixels (default: the training chip size)")
     p.add_argument("--overlap", type=_nonneg_int, help="overlap between tiles in pixels (default: a quarter of the tile)")
-    p.add_argument("--batch-size", type=_positive_int, default=4, help="tiles per batch (default 4)")
+    p.add_argument("--batch-size", type=_positive_int, help=f"tiles per batch (default {default_of(TilingConfig, 'batch_size')})")
     p.add_argument("--bands", type=_positive_int, nargs="+", metavar="N", help="1-based input bands in the model's order")
     p.add_argument("--class-threshold", type=_fraction, help="keep segments whose class probability is at least this")
     p.add_argument("--mask-threshold", type=_fraction, help="pixels whose best mask probability is below this are void")

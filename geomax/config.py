@@ -391,7 +391,8 @@ class TrainConfig(Config):
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.minutes is not None:
-            raise ArgumentError(f"Give either epochs ({self.epochs}) or minutes ({self.minutes}), not both.")
+            raise ArgumentError(f"Give either --epochs or --minutes (epochs= or minutes=), not both; got "
+                                f"epochs={self.epochs}, minutes={self.minutes}.")
         if self.epochs is not None:
             _int_at_least("epochs", self.epochs, 1)
         if self.minutes is not None:

@@ -19,16 +19,15 @@ which gives exactly the whole-scene result.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from .data.classes import ClassTable
-from .errors import ArgumentError, DataError, InputMismatchError, ModelError
+from .errors import ArgumentError, DataError, InputMismatchError
 
-__all__ = ["evaluate_raster", "evaluate_model", "load_class_table", "class_table_from_tags", "format_metrics", "VECTOR_SUFFIXES",
+__all__ = ["evaluate_raster", "load_class_table", "class_table_from_tags", "format_metrics", "VECTOR_SUFFIXES",
            "CLASS_FIELD_CANDIDATES"]
 
 #: File suffixes read as vector reference labels (anything else is opened as a raster).
@@ -367,75 +366,6 @@ def _progress(items, show: bool):
     from fastprogress.fastprogress import progress_bar
 
     return progress_bar(items)
-
-
-def evaluate_model(
-    model,
-    in_raster: str | os.PathLike,
-    reference: str | os.PathLike | Any,
-    class_field: str | None = None,
-    reference_instances: str | os.PathLike | None = None,
-    out_raster: str | os.PathLike | None = None,
-    tile_size: int | None = None,
-    overlap: int | None = None,
-    batch_size: int = 4,
-    window_size: int = 4096,
-    progress: bool = True,
-    **predict_kwargs,
-) -> dict:
-    """Run a model on a raster with :func:`geomax.predict_raster`, then evaluate the result.
-
-    Parameters
-    ----------
-    model:
-        A ``MaXDeepLab`` (or any per-tile predictor) or the path of a saved model
-        (folder, ``.emd`` or ``.dlpk``).
-    in_raster:
-        The image to segment.
-    reference:
-        Reference labels, as for :func:`evaluate_raster`.
-    out_raster:
-        Where to keep the panoptic GeoTIFF; ``None`` writes it to a temporary folder
-        that is removed afterwards.
-    tile_size, overlap, batch_size, **predict_kwargs:
-        Passed to :func:`geomax.predict_raster`.
-    class_field, reference_instances, window_size, progress:
-        As for :func:`evaluate_raster`.
-
-    Returns
-    -------
-    dict
-        The metrics of :func:`evaluate_raster`.
-    """
-    from .inference.predict_raster import predict_raster
-
-    in_raster = Path(in_raster)
-    if not in_raster.exists():
-        raise DataError(f"The input raster '{in_raster}' does not exist.")
-    if isinstance(model, (str, os.PathLike)):
-        model = _load_model(model)
-    kwargs = dict(overlap=overlap, batch_size=batch_size, progress=progress, **predict_kwargs)
-    if tile_size is not None:
-        kwargs["tile_size"] = tile_size
-    elif hasattr(model, "default_tile_size"):
-        kwargs["tile_size"] = model.default_tile_size
-    if overlap is None:
-        kwargs["overlap"] = model.default_overlap(kwargs["tile_size"]) if hasattr(model, "default_overlap") else 64
-    with tempfile.TemporaryDirectory(prefix="geomax_eval_") as tmp:
-        target = Path(out_raster) if out_raster is not None else Path(tmp) / "prediction.tif"
-        predict_raster(model, in_raster, target, **kwargs)
-        return evaluate_raster(target, reference, class_table=model.class_table, class_field=class_field,
-                               reference_instances=reference_instances, valid_raster=in_raster,
-                               window_size=window_size, progress=progress)
-
-
-def _load_model(path):
-    from .models.learner import MaXDeepLab
-
-    path = Path(path)
-    if not path.exists():
-        raise ModelError(f"Model '{path}' does not exist. Give a model folder, its .emd or its .dlpk.")
-    return MaXDeepLab.from_model(path)
 
 
 def format_metrics(metrics: dict) -> str:

@@ -11,11 +11,11 @@ Nothing here imports ``arcpy``.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
+
+from geomax.config import TilingConfig, TrainConfig, default_of
 
 __all__ = ["Param", "Tool", "TOOLS", "convert_value", "convert_values", "run_tool", "build_argparser", "script_main"]
 
@@ -156,87 +156,49 @@ def run_tool(name: str, raw_values: dict, log: Callable[[str], None] = print) ->
 
 
 # --------------------------------------------------------------------------- the tools' library calls
-def _class_table_or_none(source):
-    if not source:
-        return None
-    from geomax.evaluate import load_class_table
-
-    return load_class_table(source)
-
-
 def _run_export(v: dict, log) -> Any:
-    from geomax.data.export import export_training_data
+    from geomax.workflows.export import export
 
-    info = export_training_data(
-        v["in_raster"], v["in_labels"], v["out_folder"], class_field=v["class_field"],
-        thing_classes=v["thing_classes"], class_table=_class_table_or_none(v["class_table_source"]),
-        tile_size=v["tile_size"], stride=v["stride"], chip_format=v["chip_format"], bands=v["bands"],
-        skip_empty=not v["keep_empty"], max_nodata_fraction=v["max_nodata_fraction"], overwrite=v["overwrite"],
-        progress=False)
-    log(f"Exported {info.n_chips} chips to {info.out_folder}.")
-    return info
+    return export(v["in_raster"], v["in_labels"], v["out_folder"], class_field=v["class_field"],
+                  thing_classes=v["thing_classes"], class_table_source=v["class_table_source"] or None,
+                  tile_size=v["tile_size"], stride=v["stride"], chip_format=v["chip_format"], bands=v["bands"],
+                  keep_empty=v["keep_empty"], max_nodata_fraction=v["max_nodata_fraction"],
+                  overwrite=v["overwrite"], log=log)
 
 
 def _run_train(v: dict, log) -> Any:
-    import fastai.callback.schedule  # noqa: F401  (Learner.fit_one_cycle / lr_find)
+    from geomax.workflows.train import resolve_train_config, train
 
-    from geomax.data.prepare import prepare_data
-    from geomax.demo import TimeBudget, check_output_folder
-    from geomax.errors import ArgumentError, OutputExistsError
-    from geomax.models.learner import MaXDeepLab
-
-    out = Path(v["out_model"])
-    if out.exists() and any(out.iterdir()) and not v["overwrite"]:
-        raise OutputExistsError(f"Model folder '{out}' exists and is not empty; set overwrite or choose another.")
-    if v["max_minutes"] is not None and v["max_minutes"] <= 0:
-        raise ArgumentError("max_minutes must be positive.")
-    data = prepare_data(v["in_folder"], chip_size=v["chip_size"], batch_size=v["batch_size"],
-                        val_split_pct=v["val_split"])
-    model = MaXDeepLab(data, backbone=v["backbone"], pretrained_path=v["pretrained_model"])
-    log(f"{model!r}: {len(data.train_ds)} training chips, {len(data.valid_ds)} validation chips.")
-    if v["max_minutes"] is not None:
-        model.fit(10_000, lr=v["learning_rate"] or 1e-3, one_cycle=True, checkpoint=False,
-                  cbs=[TimeBudget(60.0 * v["max_minutes"], verbose=True)])
-    else:
-        model.fit(v["max_epochs"], lr=v["learning_rate"], early_stopping=v["early_stopping"],
-                  monitor=v["monitor"])
-    folder = model.save(check_output_folder(out, overwrite=v["overwrite"]))
-    log(f"Model saved to {folder}.")
-    return folder
+    config = resolve_train_config(epochs=v["max_epochs"], minutes=v["max_minutes"], lr=v["learning_rate"],
+                                  batch_size=v["batch_size"], chip_size=v["chip_size"], val_split=v["val_split"],
+                                  monitor=v["monitor"], early_stopping=v["early_stopping"] or None)
+    return train(v["in_folder"], v["out_model"], train=config, backbone=v["backbone"],
+                 pretrained=v["pretrained_model"], overwrite=v["overwrite"], log=log).folder
 
 
 def _run_predict(v: dict, log) -> Any:
-    from geomax.errors import OutputExistsError
-    from geomax.models.learner import MaXDeepLab
+    from geomax.workflows.predict import predict_raster
 
-    for key in ("out_raster", "out_features"):
-        if v[key] and Path(v[key]).exists() and not v["overwrite"]:
-            raise OutputExistsError(f"'{v[key]}' already exists; set overwrite to replace it.")
-    model = MaXDeepLab.from_model(v["in_model"])
-    thresholds = {k: v[k] for k in ("class_threshold", "mask_threshold", "min_thing_area", "min_stuff_area")
-                  if v[k] is not None}
+    options = {k: v[k] for k in ("class_threshold", "mask_threshold", "min_thing_area", "min_stuff_area")
+               if v[k] is not None}
     if v["keep_disconnected"]:
-        thresholds["split_disconnected_things"] = False
-    result = model.predict_raster(v["in_raster"], v["out_raster"], out_features=v["out_features"],
-                                  tile_size=v["tile_size"], overlap=v["overlap"], batch_size=v["batch_size"],
-                                  overwrite=v["overwrite"], progress=False, **thresholds)
+        options["split_disconnected_things"] = False
+    result = predict_raster(v["in_model"], v["in_raster"], v["out_raster"], out_features=v["out_features"],
+                            tile_size=v["tile_size"], overlap=v["overlap"], batch_size=v["batch_size"],
+                            overwrite=v["overwrite"], progress=False, **options)
     log(f"Wrote {v['out_raster']}" + (f" and {v['out_features']}" if v["out_features"] else "") + ".")
     return result
 
 
 def _run_accuracy(v: dict, log) -> Any:
-    from geomax.errors import OutputExistsError
-    from geomax.evaluate import evaluate_raster, format_metrics
+    from geomax.evaluate import format_metrics
+    from geomax.workflows.evaluate import evaluate
 
-    if v["out_json"] and Path(v["out_json"]).exists() and not v["overwrite"]:
-        raise OutputExistsError(f"'{v['out_json']}' already exists; set overwrite to replace it.")
-    metrics = evaluate_raster(v["in_panoptic_raster"], v["in_reference"], class_table=v["class_table_source"],
-                              class_field=v["class_field"], reference_instances=v["in_reference_instances"],
-                              valid_raster=v["in_image"], progress=False)
+    metrics = evaluate(v["in_panoptic_raster"], v["in_reference"], image=v["in_image"],
+                       class_table_source=v["class_table_source"], class_field=v["class_field"],
+                       reference_instances=v["in_reference_instances"], out_json=v["out_json"],
+                       overwrite=v["overwrite"], progress=False)
     log(format_metrics(metrics))
-    if v["out_json"]:
-        Path(v["out_json"]).write_text(json.dumps(metrics, indent=2,
-                                                  default=lambda o: o.item() if hasattr(o, "item") else str(o)))
     return metrics
 
 
@@ -279,19 +241,21 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
                    required=True),
              Param("out_model", "Output Model", "DEFolder", "path", "Model folder to write.", required=True,
                    direction="Output"),
-             Param("max_epochs", "Max Epochs", "GPLong", "int", "Epochs to train.", default=10),
+             Param("max_epochs", "Max Epochs", "GPLong", "int",
+                   f"Epochs to train (default {TrainConfig.DEFAULT_EPOCHS}; not with Max Minutes)."),
              Param("max_minutes", "Max Minutes", "GPDouble", "float",
                    "Train for this many minutes instead of a number of epochs."),
              Param("backbone", "Backbone Model", "GPString", "str", "Network variant (default: CPU or GPU default).",
                    choices=("max_deeplab_cpu", "max_deeplab_s", "max_deeplab_l", "max_deeplab_tiny")),
              Param("learning_rate", "Learning Rate", "GPDouble", "float",
-                   "Peak learning rate (default: lr_find's suggestion; 1e-3 with Max Minutes)."),
-             Param("batch_size", "Batch Size", "GPLong", "int", "Chips per batch.", default=8),
+                   f"Peak learning rate (default {default_of(TrainConfig, 'lr')})."),
+             Param("batch_size", "Batch Size", "GPLong", "int", "Chips per batch.",
+                   default=default_of(TrainConfig, "batch_size")),
              Param("chip_size", "Chip Size", "GPLong", "int", "Training chip size (default: exported size)."),
              Param("val_split", "Validation Fraction", "GPDouble", "float", "Share of chips for validation.",
-                   default=0.1),
+                   default=default_of(TrainConfig, "val_split")),
              Param("monitor", "Monitor Metric", "GPString", "str", "What the best checkpoint watches.",
-                   default="valid_loss", choices=("valid_loss", "panoptic_quality")),
+                   default=default_of(TrainConfig, "monitor"), choices=("valid_loss", "panoptic_quality")),
              Param("early_stopping", "Stop When Model Stops Improving", "GPBoolean", "bool", "Early stopping.",
                    default=False),
              Param("pretrained_model", "Pretrained Model", "DEFile", "path", "Initialise from a saved model."),
@@ -311,7 +275,8 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
                    "Optional polygons (.gpkg, .shp, .geojson).", direction="Output"),
              Param("tile_size", "Tile Size", "GPLong", "int", "Tile size (default: the training chip size)."),
              Param("overlap", "Overlap", "GPLong", "int", "Overlap between tiles in pixels (default: a quarter of the tile)."),
-             Param("batch_size", "Batch Size", "GPLong", "int", "Tiles per batch.", default=4),
+             Param("batch_size", "Batch Size", "GPLong", "int", "Tiles per batch.",
+                   default=default_of(TilingConfig, "batch_size")),
              Param("class_threshold", "Class Confidence Threshold", "GPDouble", "float",
                    "Keep segments whose class probability is at least this."),
              Param("mask_threshold", "Mask Threshold", "GPDouble", "float",
