@@ -33,10 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
+from geomax.inference.predictor import TilePredictor
+
 HERE = Path(__file__).resolve().parent
 
 
-class NetworkCostOracle:
+class NetworkCostOracle(TilePredictor):
     """Network forward on every batch for the cost, the oracle's truth for the content."""
 
     def __init__(self, labels_path: str, variant: str, threads: int = 1):
@@ -60,11 +62,11 @@ class NetworkCostOracle:
         self.tile_multiple = 16
         self.network = build_maxdeeplab(variant, in_channels=n_bands, num_classes=SYNTHETIC_CLASSES.n_classes).eval()
 
-    def predict_tiles(self, tiles, valid, windows=None):
+    def predict_tiles(self, tiles, valid, windows=None, **options):
         x = self.torch.from_numpy(tiles.astype(np.float32) / 255.0) * self.torch.from_numpy(valid[:, None])
         with self.torch.no_grad():
             self.network(x)
-        return self.oracle.predict_tiles(tiles, valid, windows=windows)
+        return self.oracle.predict_tiles(tiles, valid, windows=windows, **options)
 
 
 def make_factory(labels_path: str, variant: str):

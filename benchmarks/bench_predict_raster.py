@@ -35,6 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
+from geomax.inference.predictor import TilePredictor
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -57,7 +59,7 @@ def oracle_for(info, compute_seconds: float = 0.0, view: str = "tile"):
                                class_field=info.class_field, view=view, compute_seconds=compute_seconds)
 
 
-class NetworkTimedOracle:
+class NetworkTimedOracle(TilePredictor):
     """Runs a real network forward on every batch (the cost), returns the oracle's truth (the content)."""
 
     def __init__(self, oracle, variant: str, threads: int):
@@ -81,15 +83,13 @@ class NetworkTimedOracle:
             self.network(x)
         self.forward_seconds += time.perf_counter() - t0
 
-    def predict_tiles(self, tiles, valid, windows=None):
+    def predict_tiles(self, tiles, valid, windows=None, **options):
         self.forward(tiles, valid)
-        return self.oracle.predict_tiles(tiles, valid, windows=windows)
+        return self.oracle.predict_tiles(tiles, valid, windows=windows, **options)
 
 
 def bare_predictor_seconds(predictor, raster, tile_size, overlap, batch_size) -> float:
     """Seconds spent in the predictor alone, on the same tiles and batches predict_raster sends."""
-    import inspect
-
     import rasterio
 
     from geomax.inference.tiling import TileGrid, TileReader
@@ -97,7 +97,6 @@ def bare_predictor_seconds(predictor, raster, tile_size, overlap, batch_size) ->
     with rasterio.open(raster) as src:
         grid = TileGrid(src.height, src.width, tile_size, overlap)
         reader = TileReader(src, list(range(1, predictor.n_bands + 1)))
-        takes_windows = "windows" in inspect.signature(predictor.predict_tiles).parameters
         seconds, batch = 0.0, []
 
         def run():
@@ -108,10 +107,8 @@ def bare_predictor_seconds(predictor, raster, tile_size, overlap, batch_size) ->
                 t0 = time.perf_counter()
                 if isinstance(predictor, NetworkTimedOracle):
                     predictor.forward(tiles, valid)  # the bare network only
-                elif takes_windows:
-                    predictor.predict_tiles(tiles, valid, windows=[b[0] for b in todo])
                 else:
-                    predictor.predict_tiles(tiles, valid)
+                    predictor.predict_tiles(tiles, valid, windows=[b[0] for b in todo])
                 seconds += time.perf_counter() - t0
             batch.clear()
 
@@ -167,9 +164,9 @@ def part_speed(args, folder: Path) -> dict:
 
     info = scene(folder, args.speed_size)
     if args.model:
-        from geomax.models.learner import MaXDeepLab
+        from geomax.models.loading import load_predictor
 
-        predictor, kind = MaXDeepLab.from_model(args.model), f"model {args.model}"
+        predictor, kind = load_predictor(args.model), f"model {args.model}"
     elif args.network != "none":
         predictor = NetworkTimedOracle(oracle_for(info), args.network, args.threads)
         kind = f"oracle + {args.network} forward (random weights, {args.threads} threads)"

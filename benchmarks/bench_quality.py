@@ -38,6 +38,7 @@ from geomax.data.normalize import normalize
 from geomax.data.synthetic import SYNTHETIC_CLASSES, make_scene
 from geomax.demo import TimeBudget
 from geomax.evaluate import evaluate_raster
+from geomax.inference.predictor import TilePredictor
 from geomax.panoptic import PanopticResult, SEGMENT_COLUMNS
 
 RESULTS = Path(__file__).parent / "results"
@@ -79,8 +80,8 @@ def semantic_loss(pred, target):
     return F.cross_entropy(pred, sem - 1, ignore_index=-1)  # classes 1..C -> 0..C-1; void -> -1
 
 
-class ConnectedComponentsPredictor:
-    """Per-tile predictor (geomax's TilePredictor interface) for the baseline: argmax + connected components."""
+class ConnectedComponentsPredictor(TilePredictor):
+    """Per-tile predictor (a geomax TilePredictor) for the baseline: argmax + connected components."""
 
     def __init__(self, net: nn.Module, data, min_thing_area: int = 16):
         from scipy import ndimage
@@ -88,10 +89,12 @@ class ConnectedComponentsPredictor:
         self.net, self.ndimage = net.eval(), ndimage
         self.class_table, self.band_stats = data.class_table, data.band_stats
         self.band_names, self.n_bands = list(data.band_names), data.n_bands
-        self.tile_multiple, self.min_thing_area = 16, min_thing_area
+        self.tile_multiple, self.chip_size, self.min_thing_area = 16, data.chip_size, min_thing_area
 
     @torch.no_grad()
-    def predict_tiles(self, tiles, valid=None):
+    def predict_tiles(self, tiles, valid, windows=None, **options):
+        if options:
+            raise ValueError(f"ConnectedComponentsPredictor takes no options, got {sorted(options)}.")
         x = torch.from_numpy(normalize(np.asarray(tiles), self.band_stats, valid))
         prob = torch.softmax(self.net(x), dim=1)
         conf, idx = prob.max(dim=1)

@@ -1,9 +1,12 @@
-"""The per-tile predictor interface that :func:`predict_raster` drives, and an oracle.
+"""The per-tile predictor interface that large-raster inference drives, and an oracle.
 
-Any object with the attributes ``n_bands``, ``class_table``, ``band_names`` and
-a method ``predict_tiles(tiles, valid) -> list[PanopticResult]`` can be used
-(the trained :class:`geomax.models.learner.MaXDeepLab` is one). Optional:
-``tile_multiple`` (tile sizes must be a multiple of it) and ``device``.
+:class:`TilePredictor` is the one interface :func:`~geomax.inference.predict_raster.predict_raster`
+and :func:`~geomax.inference.distributed.predict_raster_distributed` use. A predictor
+subclasses it explicitly and gives ``n_bands``, ``class_table`` and
+``predict_tiles(tiles, valid, windows=None, **options)``; the optional members
+(``band_names``, ``tile_multiple``, ``chip_size``) have their defaults on the base
+class, so inference reads them directly. :func:`check_predictor` is the single check
+that an object can be driven (raising :class:`~geomax.errors.ModelError` otherwise).
 
 :class:`OracleTilePredictor` returns the ground truth of a label source instead
 of a network prediction. It exists for tests and benchmarks of tiling,
@@ -14,40 +17,54 @@ from __future__ import annotations
 
 import os
 import time
+from abc import abstractmethod
 from typing import Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import pandas as pd
 import shapely
+from rasterio.windows import Window
 from scipy import ndimage
 
 from ..data.classes import ClassTable
-from ..errors import ArgumentError
+from ..errors import ArgumentError, ModelError
 from ..panoptic import SEGMENT_COLUMNS, PanopticResult
 
-__all__ = ["TilePredictor", "OracleTilePredictor", "panoptic_from_maps"]
+__all__ = ["TilePredictor", "check_predictor", "OracleTilePredictor", "panoptic_from_maps"]
 
 
 @runtime_checkable
 class TilePredictor(Protocol):
-    """What :func:`~geomax.inference.predict_raster.predict_raster` needs from a model.
+    """What large-raster inference needs from a model; subclass it explicitly.
+
+    Required members: ``n_bands``, ``class_table`` and :meth:`predict_tiles`. The other
+    attributes are optional and default to the values below.
 
     Attributes
     ----------
     n_bands:
-        Number of raster bands the predictor takes.
+        Number of raster bands the predictor takes (required).
     class_table:
-        Classes it predicts (class Values, names, colours, thing flags).
+        Classes it predicts: class Values, names, colours, thing flags (required).
     band_names:
-        Band names in the expected order, or ``None`` / empty when unknown.
+        Band names in the expected order; ``None`` when unknown (then band order is not checked).
+    tile_multiple:
+        Tile sides must be a multiple of this (a network's input multiple).
+    chip_size:
+        Side of the training chips; the default tile size is resolved from it
+        (:meth:`geomax.config.TilingConfig.resolve`). ``None``: unknown.
     """
 
     n_bands: int
     class_table: ClassTable
-    band_names: Sequence[str] | None
+    band_names: Sequence[str] | None = None
+    tile_multiple: int = 1
+    chip_size: int | None = None
 
-    def predict_tiles(self, tiles: np.ndarray, valid: np.ndarray) -> list[PanopticResult]:
-        """Panoptic results for a batch of tiles.
+    @abstractmethod
+    def predict_tiles(self, tiles: np.ndarray, valid: np.ndarray, windows: Sequence[Window] | None = None,
+                      **options) -> list[PanopticResult]:
+        """Panoptic results for a batch of tiles, one per tile, each of the tile's size.
 
         Parameters
         ----------
@@ -55,8 +72,53 @@ class TilePredictor(Protocol):
             (B, bands, h, w) raw raster values (the raster's dtype; no-data pixels hold the fill value).
         valid:
             (B, h, w) bool, False on no-data pixels and outside the raster.
+        windows:
+            The tiles' raster windows (inference always passes them; a predictor that does
+            not need them ignores them).
+        **options:
+            Per-call settings (for a network: post-processing thresholds); unknown keys
+            should raise :class:`~geomax.errors.ArgumentError`.
         """
-        ...
+
+
+_REQUIRED = ("n_bands", "class_table", "predict_tiles")
+_OPTIONAL = ("band_names", "tile_multiple", "chip_size")
+
+
+def check_predictor(obj, what: str = "the predictor") -> TilePredictor:
+    """Return ``obj`` if inference can drive it, else raise :class:`ModelError` saying why.
+
+    Parameters
+    ----------
+    obj:
+        The object to check: an instance of a :class:`TilePredictor` subclass, or an
+        object with all of its members.
+    what:
+        How the error message names the object (e.g. ``"the predictor factory's result"``).
+
+    Raises
+    ------
+    ModelError
+        ``obj`` is a model path (load it first), lacks a required member, or lacks an
+        optional member without subclassing :class:`TilePredictor` (which gives the defaults).
+    """
+    if isinstance(obj, (str, os.PathLike)):
+        state = "" if os.path.exists(obj) else " (it does not exist)"
+        raise ModelError(f"{what} is the model path '{os.fspath(obj)}'{state}; geomax.inference takes a loaded "
+                         "TilePredictor. Load the model first: geomax.workflows.predict_raster accepts model "
+                         "paths, or use MaXDeepLab.from_model(path).")
+    missing = [name for name in _REQUIRED if not hasattr(obj, name)]
+    if "predict_tiles" not in missing and not callable(getattr(obj, "predict_tiles", None)):
+        missing.append("predict_tiles (a method)")
+    if missing:
+        raise ModelError(f"{what} ({type(obj).__name__}) is not a per-tile predictor: it lacks {missing}. Pass an "
+                         "instance of a geomax.inference.predictor.TilePredictor subclass (n_bands, class_table, "
+                         "predict_tiles(tiles, valid, windows=None, **options)), such as a loaded model.")
+    if not isinstance(obj, TilePredictor):
+        absent = [name for name in _OPTIONAL if not hasattr(obj, name)]
+        raise ModelError(f"{what} ({type(obj).__name__}) lacks the optional predictor members {absent}. Subclass "
+                         "geomax.inference.predictor.TilePredictor, which gives them their defaults.")
+    return obj
 
 
 def panoptic_from_maps(class_map: np.ndarray, instance_map: np.ndarray, confidence: np.ndarray,
@@ -89,12 +151,11 @@ def panoptic_from_maps(class_map: np.ndarray, instance_map: np.ndarray, confiden
     return PanopticResult(class_map, instance_map, segment_map, conf, segments)
 
 
-class OracleTilePredictor:
+class OracleTilePredictor(TilePredictor):
     """A per-tile predictor that returns the ground truth of a label source.
 
-    ``predict_tiles`` takes the optional keyword ``windows`` (the tiles' raster
-    windows), which :func:`predict_raster` passes to predictors that accept it;
-    the oracle needs it to know where each tile lies.
+    It needs the tiles' raster ``windows`` (which inference always passes) to know
+    where each tile lies.
 
     Parameters
     ----------
@@ -211,8 +272,11 @@ class OracleTilePredictor:
         phase = (cls.astype(np.float64) * 0.37 + inst * 0.618) % 1.0
         return np.where(cls > 0, 0.55 + 0.4 * phase, 0.0).astype(np.float32)
 
-    def predict_tiles(self, tiles: np.ndarray, valid: np.ndarray, windows=None) -> list[PanopticResult]:
-        """Ground truth of every tile (void where ``valid`` is False)."""
+    def predict_tiles(self, tiles: np.ndarray, valid: np.ndarray, windows: Sequence[Window] | None = None,
+                      **options) -> list[PanopticResult]:
+        """Ground truth of every tile (void where ``valid`` is False); the oracle takes no ``options``."""
+        if options:
+            raise ArgumentError(f"OracleTilePredictor.predict_tiles takes no options, got {sorted(options)}.")
         if windows is None:
             raise ArgumentError("OracleTilePredictor.predict_tiles needs windows= (predict_raster passes them).")
         if tiles.shape[1] != self.n_bands:

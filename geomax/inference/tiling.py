@@ -12,6 +12,12 @@ top / left and ``overlap - overlap // 2`` on the bottom / right. Two consequence
 
 Tiles that run past the raster are read *boundless*: the missing part is filled
 with the fill value and marked invalid.
+
+For distributed inference :class:`TileBlocks` cuts a grid into blocks of whole
+tiles; a block's own :class:`TileGrid` is the same tiles, with windows still in
+raster pixels (``row_off`` / ``col_off``). :func:`resolve_tiling` turns a
+:class:`~geomax.config.TilingConfig` and keyword overrides into the settings for
+one predictor.
 """
 from __future__ import annotations
 
@@ -23,27 +29,64 @@ import numpy as np
 from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
-__all__ = ["TileGrid", "TileReader"]
+from ..config import TilingConfig
+from ..errors import InputMismatchError
+
+__all__ = ["TileGrid", "TileBlocks", "TileReader", "resolve_tiling"]
+
+
+def resolve_tiling(tiling: TilingConfig | dict | None, chip_size: int | None, tile_multiple: int,
+                   **overrides) -> TilingConfig:
+    """The tiling settings for one predictor: ``TilingConfig.build(tiling, **overrides).resolve(...)``.
+
+    Parameters
+    ----------
+    tiling:
+        Base settings (a :class:`~geomax.config.TilingConfig`, a dict of its fields, or ``None``).
+    chip_size, tile_multiple:
+        The predictor's training chip size and tile multiple.
+    **overrides:
+        Keyword settings (``tile_size=...``); ``None`` values are ignored.
+
+    Raises
+    ------
+    ArgumentError
+        An invalid or unknown setting.
+    InputMismatchError
+        The tile size is not a multiple of ``tile_multiple``.
+    """
+    resolved = TilingConfig.build(tiling, **overrides).resolve(chip_size, tile_multiple)
+    tile = resolved.tile_size
+    assert tile is not None  # resolve() fills it in
+    if tile % tile_multiple:
+        raise InputMismatchError(f"tile_size={tile} is not a multiple of {tile_multiple}, which the model needs. "
+                                 f"Use tile_size={max(tile_multiple, tile // tile_multiple * tile_multiple)}.")
+    return resolved
 
 
 @dataclass(frozen=True)
 class TileGrid:
-    """A grid of overlapping square tiles covering a ``height x width`` raster.
+    """A grid of overlapping square tiles covering a ``height x width`` area of a raster.
 
     Parameters
     ----------
     height, width:
-        Raster size in pixels.
+        Size in pixels of the area the tile cores cover (the raster, or a block of it).
     tile_size:
         Side of a tile in pixels (what the predictor sees).
     overlap:
         Pixels shared by two neighbouring tiles; ``0 <= 2 * overlap <= tile_size``.
+    row_off, col_off:
+        Raster pixel of the area's top-left corner (0 for a whole raster). Every window
+        the grid returns is in raster pixels.
     """
 
     height: int
     width: int
     tile_size: int
     overlap: int
+    row_off: int = 0
+    col_off: int = 0
 
     def __post_init__(self) -> None:
         if self.tile_size < 1 or self.overlap < 0 or 2 * self.overlap > self.tile_size:
@@ -72,15 +115,21 @@ class TileGrid:
     def __len__(self) -> int:
         return self.n_rows * self.n_cols
 
+    @property
+    def window(self) -> Window:
+        """The area the tile cores cover, in raster pixels."""
+        return Window(self.col_off, self.row_off, self.width, self.height)
+
     def tile_window(self, row: int, col: int) -> Window:
         """Window of tile (row, col) in raster pixels; may extend past the raster."""
-        return Window(col * self.stride - self.pad_before, row * self.stride - self.pad_before,
-                      self.tile_size, self.tile_size)
+        return Window(self.col_off + col * self.stride - self.pad_before,
+                      self.row_off + row * self.stride - self.pad_before, self.tile_size, self.tile_size)
 
     def core_window(self, row: int, col: int) -> Window:
-        """Window of the pixels tile (row, col) decides, clipped to the raster."""
+        """Window of the pixels tile (row, col) decides (raster pixels), clipped to the area."""
         r0, c0 = row * self.stride, col * self.stride
-        return Window(c0, r0, min(self.stride, self.width - c0), min(self.stride, self.height - r0))
+        return Window(self.col_off + c0, self.row_off + r0, min(self.stride, self.width - c0),
+                      min(self.stride, self.height - r0))
 
     def core_slices(self, row: int, col: int) -> tuple[slice, slice]:
         """(rows, cols) slices of the core inside the tile array."""
@@ -93,6 +142,64 @@ class TileGrid:
         for r in range(self.n_rows):
             for c in range(self.n_cols):
                 yield r, c
+
+
+@dataclass(frozen=True)
+class TileBlocks:
+    """A tile grid cut into blocks of ``block_tiles x block_tiles`` whole tiles (the last ones smaller).
+
+    A block decides the pixels of its tiles' cores; its tiles reach ``overlap // 2``
+    pixels past that core on the top / left and the rest of the overlap on the bottom /
+    right (the block's halo).
+
+    Parameters
+    ----------
+    grid:
+        The raster's tile grid.
+    block_tiles:
+        Tiles per block side (>= 1).
+    """
+
+    grid: TileGrid
+    block_tiles: int
+
+    def __post_init__(self) -> None:
+        if self.block_tiles < 1:
+            raise ValueError(f"block_tiles must be >= 1, got {self.block_tiles}")
+
+    @classmethod
+    def of_size(cls, grid: TileGrid, block_size: int) -> "TileBlocks":
+        """Blocks whose core is ``block_size`` pixels, rounded down to whole tiles (at least one)."""
+        return cls(grid, max(1, block_size // grid.stride))
+
+    @property
+    def n_rows(self) -> int:
+        return -(-self.grid.n_rows // self.block_tiles)
+
+    @property
+    def n_cols(self) -> int:
+        return -(-self.grid.n_cols // self.block_tiles)
+
+    def __len__(self) -> int:
+        return self.n_rows * self.n_cols
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        """Blocks in raster order."""
+        for r in range(self.n_rows):
+            for c in range(self.n_cols):
+                yield r, c
+
+    def first_tile(self, block: tuple[int, int]) -> tuple[int, int]:
+        """(row, col) in the raster grid of the block's top-left tile."""
+        return block[0] * self.block_tiles, block[1] * self.block_tiles
+
+    def block_grid(self, block: tuple[int, int]) -> TileGrid:
+        """The block's own grid: the raster grid's tiles of this block, windows in raster pixels."""
+        g = self.grid
+        r0, c0 = (k * g.stride for k in self.first_tile(block))
+        height = min(self.block_tiles * g.stride, g.height - r0)
+        width = min(self.block_tiles * g.stride, g.width - c0)
+        return TileGrid(height, width, g.tile_size, g.overlap, g.row_off + r0, g.col_off + c0)
 
 
 class TileReader:

@@ -52,25 +52,6 @@ def test_oracle_is_a_tile_predictor(scene):
     assert isinstance(oracle(scene), TilePredictor)
 
 
-def test_tile_grid_cores_partition_the_raster_by_nearest_centre():
-    grid = TileGrid(100, 130, tile_size=40, overlap=10)
-    owner = np.full((100, 130), -1)
-    for k, (r, c) in enumerate(grid):
-        w = grid.core_window(r, c)
-        sl = (slice(w.row_off, w.row_off + w.height), slice(w.col_off, w.col_off + w.width))
-        assert (owner[sl] == -1).all()
-        owner[sl] = k
-        t = grid.tile_window(r, c)
-        assert t.row_off <= w.row_off and w.row_off + w.height <= t.row_off + t.height
-    assert (owner >= 0).all()
-    # the owner is the tile whose centre is nearest (Chebyshev distance, ties to the lower index)
-    for rr, cc in [(0, 0), (34, 29), (35, 30), (99, 129), (64, 65)]:
-        centres = [(grid.tile_window(r, c).row_off + 20 - 0.5, grid.tile_window(r, c).col_off + 20 - 0.5)
-                   for r, c in grid]
-        d = [max(abs(rr - a), abs(cc - b)) for a, b in centres]
-        assert d[owner[rr, cc]] == min(d)
-
-
 @pytest.mark.parametrize("tile_size,overlap", [(64, 16), (96, 32), (72, 10), (128, 64), (256, 32)])
 @pytest.mark.parametrize("view", ["global", "tile"])
 def test_stitched_raster_equals_ground_truth(scene, tmp_path, tile_size, overlap, view):
@@ -183,12 +164,13 @@ def test_four_band_scene_with_band_names_and_order(scene, tmp_path):
         predict_raster(three, image, tmp_path / "o3.tif", tile_size=64, overlap=16, progress=False)
 
 
-class _Recorder:
+class _Recorder(TilePredictor):
     """Wraps a predictor and records the batches it receives."""
 
     def __init__(self, inner):
         self.inner = inner
         self.n_bands, self.class_table, self.band_names = inner.n_bands, inner.class_table, inner.band_names
+        self.tile_multiple, self.chip_size = inner.tile_multiple, inner.chip_size
         self.batches = []
 
     def predict_tiles(self, tiles, valid, windows=None):

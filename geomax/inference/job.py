@@ -1,0 +1,394 @@
+"""One raster inference job: checks, scratch outputs, the final rewrite and publishing.
+
+A :class:`RasterJob` owns one input raster and its outputs, for local
+(:func:`~geomax.inference.predict_raster.predict_raster`) and distributed
+(:func:`~geomax.inference.distributed.predict_raster_distributed`) inference alike:
+
+1. ``RasterJob(...)`` checks the output names: GeoTIFF raster, known vector
+   extension, the raster is not the input, the features are not the raster, and no
+   output exists unless ``overwrite``;
+2. :meth:`~RasterJob.prepare` reads the input's header: a missing or unreadable input,
+   the band selection and order (:func:`check_bands`), writable output folders, a
+   warning when there is no CRS; it lays out the tile grid. Nothing is written before
+   it returns;
+3. :meth:`~RasterJob.open` creates a scratch folder next to the output raster and two
+   scratch GeoTIFFs (provisional ids, confidence) that :meth:`~RasterJob.write_core`
+   fills with stitched cores;
+4. :meth:`~RasterJob.finish` rewrites the scratch rasters block by block with final
+   class Values and instance ids (the stitcher's look-up tables), polygonising each
+   block on the way, converts to a cloud-optimised GeoTIFF and writes the features,
+   both under temporary names, and only then renames them to their final names;
+5. :meth:`~RasterJob.discard` removes everything the job wrote when it fails.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+import uuid
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import rasterio
+from rasterio.errors import RasterioIOError
+from rasterio.windows import Window
+
+from ..config import TilingConfig
+from ..data.classes import ClassTable
+from ..errors import ArgumentError, DataError, InputMismatchError, OutputExistsError
+from .predictor import TilePredictor
+from .stitching import TileStitcher
+from .tiling import TileGrid
+from .vectorize import VECTOR_DRIVERS, PanopticVectorizer, write_features
+from .writer import describe, panoptic_dtype, panoptic_profile, scratch_profile, write_cog, write_colortable_sidecar
+
+__all__ = ["RasterJob", "RasterPrediction", "check_bands", "gdal_env", "RASTER_EXTS"]
+
+#: Extensions of the GeoTIFF rasters inference reads from folders and writes.
+RASTER_EXTS = (".tif", ".tiff")
+_GDAL_CACHE_MB = 64  # bounded block cache: GDAL's default (5% of RAM) would grow with the raster
+_REWRITE_BLOCK = 1024  # side of the blocks of the final rewrite and polygonising
+
+
+def gdal_env() -> rasterio.Env:
+    """The GDAL settings of inference (a bounded block cache, so memory stays flat)."""
+    return rasterio.Env(GDAL_CACHEMAX=_GDAL_CACHE_MB)
+
+
+@dataclass
+class RasterPrediction:
+    """What one raster's inference wrote, with counts and timings.
+
+    Attributes
+    ----------
+    out_raster, out_features:
+        Paths written (``out_features`` is ``None`` when no features were asked for).
+    n_tiles:
+        Tiles in the grid (tiles without a valid pixel are not sent to the predictor).
+    n_instances:
+        Thing instances in the output (ids 1..n_instances).
+    n_features:
+        Features written (instances + connected stuff regions), ``None`` without ``out_features``.
+    n_merges:
+        Matches across tile overlaps that joined two tile segments.
+    tiling:
+        The tiling settings used, resolved for the predictor (tile size and overlap filled in).
+    timings:
+        Seconds spent per stage: ``read``, ``predict``, ``stitch``, ``finalize`` (rewrite +
+        polygonise), ``cog``, ``features``, ``total`` (distributed runs add ``merge``, the
+        client's block merging, and sum the workers' ``read`` / ``predict`` / ``stitch``).
+    """
+
+    out_raster: Path
+    out_features: Path | None
+    n_tiles: int
+    n_instances: int
+    n_features: int | None
+    n_merges: int
+    tiling: TilingConfig
+    timings: dict = field(default_factory=dict)
+
+
+def check_bands(src, bands: Sequence[int] | None, predictor: TilePredictor, in_raster) -> list[int]:
+    """The 1-based bands to read from ``src`` for ``predictor``, checked against its band count and names.
+
+    Raises
+    ------
+    ArgumentError
+        A band index is not in the raster.
+    InputMismatchError
+        The band count differs from the predictor's, or the selected bands' descriptions
+        are the predictor's band names in another order (the message gives the right ``bands``).
+    """
+    n_model = int(predictor.n_bands)
+    descs = list(src.descriptions)
+    model_names = [str(n) for n in (predictor.band_names or [])]
+    if bands is None:
+        if src.count != n_model:
+            hint = ""
+            if model_names and all(d for d in descs) and set(model_names) <= set(descs):
+                hint = f" Pass bands={[descs.index(n) + 1 for n in model_names]} to pick {model_names}."
+            raise InputMismatchError(f"'{in_raster}' has {src.count} bands but the model takes {n_model} "
+                                     f"({model_names or 'unnamed'}).{hint or ' Pass bands=[...] (1-based) to choose them.'}")
+        bands = list(range(1, src.count + 1))
+    else:
+        bands = [int(b) for b in bands]
+        bad = [b for b in bands if not 1 <= b <= src.count]
+        if bad:
+            raise ArgumentError(f"bands={bands}: {bad} not in 1..{src.count} ('{in_raster}' has {src.count} bands).")
+        if len(bands) != n_model:
+            raise InputMismatchError(f"bands={bands} selects {len(bands)} bands but the model takes {n_model} "
+                                     f"({model_names or 'unnamed'}).")
+    if model_names and len(model_names) == n_model and all(d for d in descs) and set(model_names) <= set(descs):
+        chosen = [descs[b - 1] for b in bands]
+        if chosen != model_names:
+            expected = [descs.index(n) + 1 for n in model_names]
+            raise InputMismatchError(f"Band order mismatch: the selected bands of '{in_raster}' are {chosen} but the "
+                                     f"model was trained on {model_names}. Pass bands={expected}.")
+    return bands
+
+
+def _check_writable(path: Path, what: str) -> None:
+    folder = path.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".geomax-write-test-{uuid.uuid4().hex}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise ArgumentError(f"Cannot write the {what} to '{folder}': {exc.strerror or exc}. "
+                            "Choose a writable output folder.") from exc
+
+
+def _remove_output(path: Path) -> None:
+    """Remove an existing output (and a shapefile's sidecars) before replacing it."""
+    if path.suffix.lower() == ".shp":
+        for ext in (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml"):
+            (path.parent / (path.stem + ext)).unlink(missing_ok=True)
+    elif path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+def _rename_output(partial: Path, final: Path) -> None:
+    """Rename a finished output (and its sidecar files, e.g. a shapefile's .dbf) to its final name."""
+    for p in sorted(partial.parent.glob(partial.stem + ".*")):
+        os.replace(p, final.parent / (final.stem + p.name[len(partial.stem):]))
+
+
+@dataclass
+class _Scratch:
+    """What :meth:`RasterJob.open` creates: the scratch folder, partial output names, scratch writers."""
+
+    work: Path
+    partial_raster: Path
+    partial_features: Path | None
+    ids: Any = None   # open rasterio writer of the provisional ids
+    conf: Any = None  # open rasterio writer of the confidence
+
+    def close(self) -> None:
+        for dst in (self.ids, self.conf):
+            if dst is not None and not dst.closed:
+                dst.close()
+
+    def remove(self) -> None:
+        """Remove the partial outputs (with their sidecars) and the scratch folder."""
+        self.close()
+        for partial in (self.partial_raster, self.partial_features):
+            if partial is not None:
+                for p in partial.parent.glob(partial.stem + ".*"):
+                    p.unlink(missing_ok=True)
+        shutil.rmtree(self.work, ignore_errors=True)
+
+
+class RasterJob:
+    """Inference of one input raster into a panoptic GeoTIFF and optional features.
+
+    The constructor checks the output names (no file is read or written);
+    :meth:`prepare` checks the input and sets :attr:`bands`, :attr:`grid` and :attr:`tiling`.
+
+    Parameters
+    ----------
+    in_raster:
+        The input raster.
+    out_raster:
+        The output GeoTIFF (``.tif`` / ``.tiff``).
+    out_features:
+        Optional vector output (extension in :data:`~geomax.inference.vectorize.VECTOR_DRIVERS`).
+    overwrite:
+        Replace existing outputs; otherwise an existing output raises.
+
+    Raises
+    ------
+    ArgumentError
+        A wrong output extension, an output that is the input, or features that are the raster.
+    OutputExistsError
+        An output exists and ``overwrite`` is False.
+    """
+
+    #: 1-based bands to read, in the predictor's order (set by :meth:`prepare`).
+    bands: list[int]
+    #: The raster's tile grid (set by :meth:`prepare`).
+    grid: TileGrid
+    #: The resolved tiling settings (set by :meth:`prepare`).
+    tiling: TilingConfig
+
+    def __init__(self, in_raster: str | os.PathLike, out_raster: str | os.PathLike,
+                 out_features: str | os.PathLike | None = None, *, overwrite: bool = False):
+        self.t_start = time.perf_counter()
+        self.in_raster, self.out_raster = Path(in_raster), Path(out_raster)
+        self.out_features = Path(out_features) if out_features is not None else None
+        self.overwrite = bool(overwrite)
+        if self.out_raster.suffix.lower() not in RASTER_EXTS:
+            raise ArgumentError(f"out_raster '{self.out_raster}' must be a GeoTIFF (.tif).")
+        if self.out_features is not None and self.out_features.suffix.lower() not in VECTOR_DRIVERS:
+            raise ArgumentError(f"out_features '{self.out_features}': unknown extension '{self.out_features.suffix}'. "
+                                f"Use one of {sorted(VECTOR_DRIVERS)} (.gpkg recommended).")
+        if self.out_raster.resolve() == self.in_raster.resolve():
+            raise ArgumentError(f"out_raster is the input raster '{self.in_raster}'; choose another output name.")
+        if self.out_features is not None and self.out_features.resolve() == self.out_raster.resolve():
+            raise ArgumentError(f"out_features and out_raster are the same file ('{self.out_raster}').")
+        for path, what in self._outputs():
+            if path.exists() and not self.overwrite:
+                raise OutputExistsError(f"The {what} '{path}' already exists. Pass overwrite=True to replace it, "
+                                        "or choose another name.")
+        self.timings = dict.fromkeys(("read", "predict", "stitch", "finalize", "cog", "features"), 0.0)
+        self._scratch: _Scratch | None = None
+
+    def _outputs(self) -> list[tuple[Path, str]]:
+        outputs = [(self.out_raster, "output raster")]
+        if self.out_features is not None:
+            outputs.append((self.out_features, "output features"))
+        return outputs
+
+    def prepare(self, predictor: TilePredictor, tiling: TilingConfig, bands: Sequence[int] | None = None) -> None:
+        """Check the input against the predictor and lay out the tile grid.
+
+        Parameters
+        ----------
+        predictor:
+            The predictor (its band count and names are checked).
+        tiling:
+            Resolved tiling settings (tile size and overlap given).
+        bands:
+            1-based band indexes to read, in the predictor's band order (``None``: all).
+
+        Raises
+        ------
+        DataError
+            The input is missing or unreadable.
+        ArgumentError, InputMismatchError
+            See :func:`check_bands`; an output folder is not writable.
+        """
+        if tiling.tile_size is None or tiling.overlap is None:
+            raise ValueError("RasterJob.prepare needs a resolved TilingConfig (TilingConfig.resolve).")
+        if not self.in_raster.exists():
+            raise DataError(f"Input raster '{self.in_raster}' does not exist.")
+        try:
+            src = rasterio.open(self.in_raster)
+        except RasterioIOError as exc:
+            raise DataError(f"Cannot read the input raster '{self.in_raster}' (corrupt or not a raster): {exc}") from exc
+        with src:
+            self.bands = check_bands(src, bands, predictor, self.in_raster)
+            for path, what in self._outputs():
+                _check_writable(path, what)
+            if src.crs is None:
+                warnings.warn(f"'{self.in_raster}' has no CRS: the outputs will have none either, and areas are in "
+                              "pixel-grid units.", UserWarning, stacklevel=3)
+            self.grid = TileGrid(src.height, src.width, tiling.tile_size, tiling.overlap)
+        self.tiling = tiling
+
+    def open(self) -> None:
+        """Create the scratch folder next to the output raster, the partial names and the scratch writers."""
+        out_r, out_f = self.out_raster, self.out_features
+        tag = uuid.uuid4().hex[:8]
+        scratch = _Scratch(Path(tempfile.mkdtemp(prefix=".geomax-predict-", dir=out_r.parent)),
+                           out_r.parent / f".{out_r.stem}.partial-{tag}{out_r.suffix}",
+                           out_f.parent / f".{out_f.stem}.partial-{tag}{out_f.suffix}" if out_f is not None else None)
+        self._scratch = scratch
+        with rasterio.open(self.in_raster) as src:
+            scratch.ids = rasterio.open(scratch.work / "ids.tif", "w", **scratch_profile(src, "uint32"))
+            scratch.conf = rasterio.open(scratch.work / "conf.tif", "w", **scratch_profile(src, "uint8"))
+
+    @property
+    def scratch(self) -> _Scratch:
+        """The scratch state of an opened job."""
+        if self._scratch is None:
+            raise RuntimeError("RasterJob.open() has not been called.")
+        return self._scratch
+
+    def write_core(self, window: Window, ids: np.ndarray, conf: np.ndarray) -> None:
+        """Write stitched provisional ids (uint32) and confidence (uint8, 0-100) to the scratch rasters."""
+        self.scratch.ids.write(ids, 1, window=window)
+        self.scratch.conf.write(conf, 1, window=window)
+
+    def finish(self, stitcher: TileStitcher, class_table: ClassTable,
+               simplify_tolerance: float | None = None) -> RasterPrediction:
+        """Write the final outputs from the scratch rasters and give them their final names.
+
+        Parameters
+        ----------
+        stitcher:
+            The stitcher that produced the provisional ids (its :meth:`~TileStitcher.finalize`
+            look-up tables give the final class Values and instance ids).
+        class_table:
+            The predictor's classes (band descriptions, colour table, feature class names).
+        simplify_tolerance:
+            Optional polygon simplification tolerance in CRS units.
+        """
+        scratch = self.scratch
+        scratch.close()
+        with gdal_env(), rasterio.open(self.in_raster) as src:
+            vectorizer = (PanopticVectorizer(class_table, src.transform, src.width)
+                          if scratch.partial_features is not None else None)
+            n_instances = self._write_raster(src, scratch, stitcher, class_table, vectorizer)
+            n_features = (self._write_features(src, scratch, vectorizer, simplify_tolerance)
+                          if vectorizer is not None else None)
+        self._publish(scratch)
+        shutil.rmtree(scratch.work, ignore_errors=True)
+        self._scratch = None
+        self.timings["total"] = time.perf_counter() - self.t_start
+        return RasterPrediction(self.out_raster, self.out_features, len(self.grid), n_instances, n_features,
+                                stitcher.n_merges, self.tiling, self.timings)
+
+    def _write_raster(self, src, scratch: _Scratch, stitcher: TileStitcher, class_table: ClassTable,
+                      vectorizer: PanopticVectorizer | None) -> int:
+        """Final ids block by block (fed to ``vectorizer`` on the way), then the COG; the instance count."""
+        t0 = time.perf_counter()
+        class_lut, instance_lut, n_instances = stitcher.finalize()
+        dtype = panoptic_dtype(max(int(class_lut.max(initial=0)), n_instances, 100))
+        work = scratch.work
+        ids_path, conf_path, stitched = work / "ids.tif", work / "conf.tif", work / "panoptic.tif"
+        with rasterio.open(ids_path) as ids_src, rasterio.open(conf_path) as conf_src, \
+                rasterio.open(stitched, "w", **panoptic_profile(src, dtype)) as dst:
+            describe(dst, class_table)
+            for r0 in range(0, src.height, _REWRITE_BLOCK):
+                for c0 in range(0, src.width, _REWRITE_BLOCK):
+                    win = Window(c0, r0, min(_REWRITE_BLOCK, src.width - c0), min(_REWRITE_BLOCK, src.height - r0))
+                    prov = ids_src.read(1, window=win)
+                    conf = conf_src.read(1, window=win)
+                    cls, inst = class_lut[prov], instance_lut[prov]
+                    dst.write(np.stack([cls, inst, conf]).astype(dtype), window=win)
+                    if vectorizer is not None:
+                        vectorizer.add_block(r0, c0, cls, inst, conf)
+        self.timings["finalize"] = time.perf_counter() - t0
+        ids_path.unlink()
+        conf_path.unlink()
+
+        t0 = time.perf_counter()
+        write_cog(stitched, scratch.partial_raster)
+        write_colortable_sidecar(scratch.partial_raster, class_table)
+        self.timings["cog"] = time.perf_counter() - t0
+        return n_instances
+
+    def _write_features(self, src, scratch: _Scratch, vectorizer: PanopticVectorizer,
+                        simplify_tolerance: float | None) -> int:
+        """Write the polygons ``vectorizer`` gathered to the partial features; their count."""
+        assert scratch.partial_features is not None and self.out_features is not None  # set together
+        t0 = time.perf_counter()
+        gdf = vectorizer.to_geodataframe(crs=src.crs, simplify_tolerance=simplify_tolerance)
+        write_features(gdf, scratch.partial_features, layer=self.out_features.stem)
+        self.timings["features"] = time.perf_counter() - t0
+        return len(gdf)
+
+    def _publish(self, scratch: _Scratch) -> None:
+        """Give the complete outputs their final names (replacing earlier ones only with ``overwrite``)."""
+        if self.overwrite:
+            _remove_output(self.out_raster)
+            _remove_output(Path(str(self.out_raster) + ".aux.xml"))
+            if self.out_features is not None:
+                _remove_output(self.out_features)
+        _rename_output(scratch.partial_raster, self.out_raster)
+        if scratch.partial_features is not None and self.out_features is not None:
+            _rename_output(scratch.partial_features, self.out_features)
+
+    def discard(self) -> None:
+        """Remove the partial outputs and the scratch folder (after a failure; safe to call twice)."""
+        if self._scratch is not None:
+            self._scratch.remove()
+            self._scratch = None
