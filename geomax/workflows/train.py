@@ -91,7 +91,7 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
     """
     import torch
 
-    from ..demo import check_output_folder
+    from .outputs import check_output_folder
 
     cfg = resolve_train_config(train)
     data_path, out = Path(data_path), Path(out)
