@@ -32,11 +32,12 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from geomax import MaXDeepLab, export_training_data, prepare_data
+from geomax import MaXDeepLab, export_training_data
 from geomax.common import GT_SEMANTIC, GT_VALID
 from geomax.data.normalize import normalize
 from geomax.data.synthetic import SYNTHETIC_CLASSES, make_scene
-from geomax.demo import TimeBudget
+from geomax.models.callbacks import TimeBudget
+from geomax.workflows.train import prepare, resolve_train_config
 from geomax.evaluate import evaluate_raster
 from geomax.inference.predictor import TilePredictor
 from geomax.panoptic import PanopticResult, SEGMENT_COLUMNS
@@ -167,10 +168,10 @@ def main() -> None:
     parser.add_argument("--train-size", type=int, default=1536, help="training scene side, px")
     parser.add_argument("--test-size", type=int, default=1024, help="held-out scene side, px")
     parser.add_argument("--chip-size", type=int, default=128)
-    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=None, help="default: the TrainConfig recipe's")
     parser.add_argument("--backbone", default="max_deeplab_cpu")
-    parser.add_argument("--lr", type=float, default=3e-3,
-                        help="peak one-cycle lr of MaX-DeepLab (3e-3: PQ 0.59 vs 0.51 for 1e-3 after 5 minutes)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="peak one-cycle lr of MaX-DeepLab (default: the TrainConfig recipe's)")
     parser.add_argument("--baseline-lr", type=float, default=3e-3)
     parser.add_argument("--output-stride", type=int, default=None,
                         help="network output stride (default: the variant's own)")
@@ -194,7 +195,8 @@ def main() -> None:
     make_scene(work / "test.tif", work / "test.gpkg", size=args.test_size, seed=12345)
     export_training_data(work / "train.tif", work / "train.gpkg", work / "chips", class_table=SYNTHETIC_CLASSES,
                          tile_size=args.chip_size, progress=False)
-    data = prepare_data(work / "chips", chip_size=args.chip_size, batch_size=args.batch_size, val_split_pct=0.1)
+    recipe = resolve_train_config(minutes=args.minutes, lr=args.lr, batch_size=args.batch_size)
+    data = prepare(work / "chips", recipe)  # the recipe's batch size, split and seed
     seconds = args.minutes * 60
     tile = args.chip_size  # MaXDeepLab.default_tile_size: the slots were sized to a chip's segments
     overlap = tile // 4
@@ -209,9 +211,9 @@ def main() -> None:
         except json.JSONDecodeError:
             net_kwargs[key] = value  # plain strings, e.g. mask_id_balance=pixel
     model = MaXDeepLab(data, backbone=args.backbone, **net_kwargs)
-    budget = TimeBudget(seconds, verbose=True)
     t0 = time.time()
-    model.fit(10_000, lr=args.lr, checkpoint=False, cbs=[budget])
+    model.fit(config=recipe)
+    budget = model.last_budget
     train_s = time.time() - t0
     t0 = time.time()
     model.predict_raster(work / "test.tif", work / "maxdeeplab.tif", tile_size=tile, overlap=overlap, progress=False)
@@ -220,7 +222,8 @@ def main() -> None:
                                    progress=False))
     report["maxdeeplab"] = {**mx, "params": n_params(model.model), "train_s": train_s, "epochs": budget.epochs_done,
                             "batches": len(budget.batch_losses), "predict_s": pred_s,
-                            "network": dict(model.model.config), "loss": dict(model._loss_config)}
+                            "network": dict(model.model.config), "loss": model.state.loss.to_dict(),
+                            "train": model.train_config.to_dict()}
     rows.append(("MaX-DeepLab " + args.backbone, report["maxdeeplab"]))
     # the same weights with deeplab2's one instance per slot (split_disconnected_things off)
     model.predict_raster(work / "test.tif", work / "maxdeeplab_per_slot.tif", tile_size=tile, overlap=overlap,

@@ -113,7 +113,7 @@ def test_tiny_demo_end_to_end(tmp_path):
     out = tmp_path / "demo"
     t0 = time.monotonic()
     result = run_demo(out, quick=True, train_minutes=0.25, scene_size=256, test_size=256, chip_size=128,
-                      batch_size=4, backbone="max_deeplab_tiny", verbose=False)
+                      backbone="max_deeplab_tiny", verbose=False)
     assert time.monotonic() - t0 < 120
     paths = result["paths"]
     for key in ("train_raster", "test_raster", "test_labels", "prediction_raster", "prediction_features",

@@ -151,28 +151,30 @@ class LastEpochCheckpoint(Callback):
         return int(json.loads(meta.read_text())["epochs_done"])
 
 
-class ResumableSaveModel(SaveModelCallback):
-    """fastai's ``SaveModelCallback`` that ignores the epochs a resumed run skips (they log no values)."""
+class _SkipsResumedEpochs:
+    """Mixin for fastai trackers: ignore the epochs a resumed run skips (they log no values)."""
+
+    start_epoch: int = 0
+
+    def after_epoch(self):
+        if self.epoch >= self.start_epoch:  # type: ignore[attr-defined]
+            super().after_epoch()  # type: ignore[misc]
+
+
+class ResumableSaveModel(_SkipsResumedEpochs, SaveModelCallback):
+    """fastai's ``SaveModelCallback`` that ignores the epochs a resumed run skips."""
 
     def __init__(self, *args, start_epoch: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.start_epoch = start_epoch
 
-    def after_epoch(self):
-        if self.epoch >= self.start_epoch:
-            super().after_epoch()
 
-
-class ResumableEarlyStopping(EarlyStoppingCallback):
+class ResumableEarlyStopping(_SkipsResumedEpochs, EarlyStoppingCallback):
     """fastai's ``EarlyStoppingCallback`` that ignores the epochs a resumed run skips."""
 
     def __init__(self, *args, start_epoch: int = 0, **kwargs):
         super().__init__(*args, **kwargs)
         self.start_epoch = start_epoch
-
-    def after_epoch(self):
-        if self.epoch >= self.start_epoch:
-            super().after_epoch()
 
 
 class without_progress_table:
