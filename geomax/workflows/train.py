@@ -110,6 +110,6 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
                         postprocess=postprocess)
     log(f"{model!r}: {len(data.train_ds)} training chips, {len(data.valid_ds)} validation chips")
     fit_model(model, cfg, log=log)
-    folder = model.save(check_output_folder(out, overwrite=overwrite))
+    folder = model.save(check_output_folder(out, overwrite=overwrite).resolve())  # a path, never a bare name
     log(f"model saved to {folder}")
     return TrainResult(model, Path(folder), dict(model.metrics), cfg)

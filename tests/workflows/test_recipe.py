@@ -75,3 +75,12 @@ def test_entry_points_pass_their_settings_into_the_recipe(captured, export, tmp_
                                             "max_epochs": "3", "learning_rate": "0.01", "batch_size": "4"},
                  log=lambda *a: None)
     assert captured[0] == captured[1] == TrainConfig(epochs=3, lr=0.01, batch_size=4)
+
+
+def test_train_writes_a_relative_out_folder_where_the_user_is(monkeypatch, export, tmp_path):
+    monkeypatch.setattr(train_workflow, "fit_model", lambda model, train, **kw: None)  # no training needed
+    monkeypatch.chdir(tmp_path)
+    result = train_workflow.train(export, "my_model", train=TrainConfig(epochs=1), backbone="max_deeplab_tiny",
+                                  log=lambda *a: None)
+    assert result.folder == (tmp_path / "my_model").resolve()
+    assert list((tmp_path / "my_model").glob("*.emd"))
