@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 
-
 def _timed(fn):
     t = time.perf_counter()
     out = fn()

@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from geomax.common import (GT_CLASSES, GT_IS_THING, GT_MASKS, GT_SEMANTIC, GT_VALID,
-                           PRED_MASK_LOGITS)
+from geomax.common import GT_CLASSES, GT_IS_THING, GT_MASKS, GT_SEMANTIC, GT_VALID, PRED_MASK_LOGITS
 from geomax.data.classes import ClassTable
 from geomax.metrics import PanopticEvaluator
 from geomax.models.criterion import MaXDeepLabLoss

@@ -29,18 +29,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from geomax import MaXDeepLab, export_training_data
 from geomax.common import GT_SEMANTIC, GT_VALID
 from geomax.data.normalize import normalize
 from geomax.data.synthetic import SYNTHETIC_CLASSES, make_scene
-from geomax.models.callbacks import TimeBudget
-from geomax.workflows.train import prepare, resolve_train_config
 from geomax.evaluate import evaluate_raster
 from geomax.inference.predictor import TilePredictor
-from geomax.panoptic import PanopticResult, SEGMENT_COLUMNS
+from geomax.models.callbacks import TimeBudget
+from geomax.panoptic import SEGMENT_COLUMNS, PanopticResult
+from geomax.workflows.train import prepare, resolve_train_config
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -139,8 +139,8 @@ class ConnectedComponentsPredictor(TilePredictor):
 
 
 def train_baseline(data, seconds: float, lr: float):
-    from fastai.learner import Learner
     import fastai.callback.schedule  # noqa: F401
+    from fastai.learner import Learner
 
     net = UNet(data.n_bands, data.class_table.n_classes, width=21)  # about 3.4 M parameters, like max_deeplab_cpu
     learn = Learner(data, net, loss_func=semantic_loss)

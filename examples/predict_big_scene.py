@@ -12,7 +12,7 @@ from pathlib import Path
 
 import rasterio
 
-from geomax import MaXDeepLab, predict_raster
+from geomax import MaXDeepLab
 
 
 def main() -> None:

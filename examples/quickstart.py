@@ -14,8 +14,8 @@ import rasterio
 from rasterio.windows import Window
 
 from geomax import MaXDeepLab, export_training_data, predict_raster, prepare_data
-from geomax.evaluate import evaluate_raster
 from geomax.data.synthetic import CLASS_FIELD, SYNTHETIC_CLASSES, make_scene
+from geomax.evaluate import evaluate_raster
 
 
 def main() -> None:

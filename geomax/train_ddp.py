@@ -63,8 +63,7 @@ def train_ddp(data_path: str | Path, out_model: str | Path, backbone: str | None
     import torch
     import torch.distributed as dist
 
-    from .models.distributed import (digests_of_all_processes, fit_distributed, is_main_process, local_rank,
-                                     world_size)
+    from .models.distributed import digests_of_all_processes, fit_distributed, is_main_process, local_rank, world_size
     from .workflows.train import build_model, prepare, resolve_train_config
 
     cfg = resolve_train_config(train, **train_options)

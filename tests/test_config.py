@@ -1,8 +1,15 @@
 """Typed configurations: one default each, unknown keys rejected on every path, round trip through dicts."""
 import pytest
 
-from geomax.config import (LossConfig, NetworkConfig, PostprocessConfig, TilingConfig, TrainConfig, default_of,
-                           split_options)
+from geomax.config import (
+    LossConfig,
+    NetworkConfig,
+    PostprocessConfig,
+    TilingConfig,
+    TrainConfig,
+    default_of,
+    split_options,
+)
 from geomax.errors import ArgumentError
 
 

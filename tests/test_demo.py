@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from geomax.demo import check_output_folder, run_demo
-from geomax.models.callbacks import TimeBudget
 from geomax.errors import ArgumentError, OutputExistsError
+from geomax.models.callbacks import TimeBudget
 
 
 def _toy_learner(delay: float):

@@ -4,19 +4,20 @@ import pytest
 import rasterio
 
 from geomax.data.rasterize import rasterize_labels
-from geomax.data.synthetic import CLASS_FIELD, SYNTHETIC_CLASSES, make_scene
+from geomax.data.synthetic import CLASS_FIELD, SYNTHETIC_CLASSES
 from geomax.errors import ArgumentError, DataError, InputMismatchError
 from geomax.evaluate import evaluate_raster, format_metrics, load_class_table
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    d = tmp_path_factory.mktemp("eval_scene")
-    info = make_scene(d / "scene.tif", d / "labels.gpkg", size=256, seed=3, bands=3, nodata_border=8)
+def scene(synthetic_scene):
+    """The shared synthetic scene (tests/conftest.py) and its labels rasterised: a perfect prediction."""
     import geopandas as gpd
 
+    info = synthetic_scene
     gdf = gpd.read_file(info.labels)
-    class_map, instance_map = rasterize_labels(gdf, CLASS_FIELD, SYNTHETIC_CLASSES, info.transform, (256, 256))
+    class_map, instance_map = rasterize_labels(gdf, CLASS_FIELD, SYNTHETIC_CLASSES, info.transform,
+                                               (info.size, info.size))
     return info, class_map, instance_map
 
 
@@ -43,7 +44,7 @@ def test_perfect_prediction_scores_one(scene, tmp_path):
     assert metrics["things"]["pq"] == pytest.approx(1.0)
     assert metrics["stuff"]["pq"] == pytest.approx(1.0)
     assert metrics["per_class"]["building"]["tp"] == len(_building_ids(cm, im))
-    assert metrics["n_pixels"] == 256 * 256
+    assert metrics["n_pixels"] == info.size ** 2
     # streaming by small windows gives the same perfect score
     small = evaluate_raster(pred, info.labels, class_table=SYNTHETIC_CLASSES, window_size=96, progress=False)
     assert small["all"]["pq"] == pytest.approx(1.0)
@@ -104,7 +105,10 @@ def test_valid_raster_excludes_nodata(scene, tmp_path):
     info, cm, im = scene
     pred = _write_panoptic(tmp_path / "pred.tif", info, cm, im)
     m = evaluate_raster(pred, info.labels, class_table="synthetic", valid_raster=info.raster, progress=False)
-    assert m["n_pixels"] == (256 - 16) ** 2
+    with rasterio.open(info.raster) as src:
+        n_valid = int((src.dataset_mask() > 0).sum())
+    assert 0 < n_valid < info.size ** 2  # the scene has a no-data border
+    assert m["n_pixels"] == n_valid
     assert m["all"]["pq"] == pytest.approx(1.0)
 
 

@@ -48,15 +48,7 @@ def test_show_panoptic_draws(tmp_path):
     assert (tmp_path / "x.png").stat().st_size > 0
 
 
-def test_show_batch_writes_png(tmp_path):
-    from geomax.data.export import export_training_data
-    from geomax.data.prepare import prepare_data
-    from geomax.data.synthetic import make_scene
-
-    scene = make_scene(tmp_path / "s.tif", tmp_path / "s.gpkg", size=256, seed=2, bands=4, nodata_border=8)
-    export_training_data(scene.raster, scene.labels, tmp_path / "chips", class_field=scene.class_field,
-                         class_table=scene.class_table, tile_size=128, progress=False)
-    data = prepare_data(tmp_path / "chips", batch_size=2, val_split_pct=0)
-    fig = data.show_batch(rows=2, file=tmp_path / "batch.png")
+def test_show_batch_writes_png(synthetic_data, tmp_path):
+    fig = synthetic_data.show_batch(rows=2, file=tmp_path / "batch.png")
     assert (tmp_path / "batch.png").stat().st_size > 10_000
-    assert len([a for a in fig.axes if a.images]) == min(4, len(data.train.dataset))
+    assert len([a for a in fig.axes if a.images]) == min(4, len(synthetic_data.train.dataset))

@@ -19,8 +19,18 @@ import numpy as np
 
 from ..errors import ArgumentError, DataError, OutputExistsError
 from .classes import ClassInfo, ClassTable, default_color
-from .esri_layout import (EMD_FILE, IMAGES_DIR, INSTANCES_DIR, LABELS_DIR, MAP_FILE, STATS_FILE, STATS_TXT,
-                          write_accumulated_stats, write_emd, write_map)
+from .esri_layout import (
+    EMD_FILE,
+    IMAGES_DIR,
+    INSTANCES_DIR,
+    LABELS_DIR,
+    MAP_FILE,
+    STATS_FILE,
+    STATS_TXT,
+    write_accumulated_stats,
+    write_emd,
+    write_map,
+)
 from .normalize import BandStats, RunningBandStats
 from .rasterize import feature_class_values, rasterize_labels
 
@@ -333,7 +343,9 @@ def export_training_data(
 def _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size, stride, chip_format,
                   min_label_fraction, skip_empty, max_nodata_fraction, progress, tmp: Path, dtype, res):
     import shapely
-    from rasterio.windows import Window, bounds as window_bounds, transform as window_transform
+    from rasterio.windows import Window
+    from rasterio.windows import bounds as window_bounds
+    from rasterio.windows import transform as window_transform
 
     ext = "tif" if chip_format == "tif" else "png"
     (tmp / IMAGES_DIR).mkdir()

@@ -18,11 +18,17 @@ import numpy as np
 from ..common import GT_VALID
 from ..errors import ArgumentError, DataError
 from .classes import ClassInfo, ClassTable
-from .dataset import (ChipDataset, count_segments, panoptic_from_target, read_chip_image, read_chip_labels,
-                      target_from_panoptic)
+from .dataset import (
+    ChipDataset,
+    count_segments,
+    panoptic_from_target,
+    read_chip_image,
+    read_chip_labels,
+    target_from_panoptic,
+)
 from .esri_layout import ExportLayout, read_export
 from .normalize import BandStats, RunningBandStats
-from .transforms import CenterCrop, default_transforms
+from .transforms import default_transforms
 
 __all__ = ["prepare_data", "PanopticDataLoaders", "target_from_panoptic", "panoptic_from_target"]
 
@@ -218,7 +224,6 @@ def prepare_data(
     ArgumentError
         A bad argument (chip size larger than the chips, unknown keyword, ...).
     """
-    import torch
 
     if "extract_bands" in kwargs:
         if bands is not None:
@@ -255,7 +260,6 @@ def prepare_data(
     chips = [c for lay in layouts for c in lay.chips]
 
     # Image size and band count from the first chip's header; every chip is checked in the scan below.
-    import rasterio
 
     from .dataset import _open
 

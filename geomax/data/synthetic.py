@@ -337,10 +337,12 @@ def _smooth_field(grid: np.ndarray, r0: int, c0: int, h: int, w: int) -> np.ndar
 def _render_window(r0, c0, h, w, *, size, transform, geoms, tree_index, feat_class, feat_color,
                    n_bands, brightness, moisture, seed, nodata_border):
     """Reflectance (bands, h, w) of one window (global rows r0.., cols c0..), float32 in [0, 1]."""
-    from rasterio.features import rasterize
-    from rasterio.windows import Window, bounds as window_bounds, transform as window_transform
-    from scipy import ndimage
     import shapely
+    from rasterio.features import rasterize
+    from rasterio.windows import Window
+    from rasterio.windows import bounds as window_bounds
+    from rasterio.windows import transform as window_transform
+    from scipy import ndimage
 
     H, W = h + 2 * _HALO, w + 2 * _HALO
     R0, C0 = r0 - _HALO, c0 - _HALO

@@ -232,7 +232,8 @@ class OracleTilePredictor(TilePredictor):
                 cls[sl] = cls_full[rr0:rr1, cc0:cc1]
                 inst[sl] = inst_full[rr0:rr1, cc0:cc1]
             return cls, inst
-        from rasterio.windows import bounds, transform as window_transform
+        from rasterio.windows import bounds
+        from rasterio.windows import transform as window_transform
         from shapely.geometry import box
 
         from ..data.rasterize import rasterize_labels

@@ -19,13 +19,17 @@ from typing import Any, Mapping
 
 import torch
 
-from ..config import (LossConfig, NetworkConfig, PostprocessConfig, TilingConfig, TrainConfig, check_known,
-                      split_options)
+from ..config import LossConfig, NetworkConfig, PostprocessConfig, TilingConfig, TrainConfig, check_known, split_options
 from ..data.classes import ClassTable
 from ..errors import ArgumentError, DataError, InputMismatchError, ModelError
 from ..panoptic import PanopticResult
-from .callbacks import (LastEpochCheckpoint, ResumableEarlyStopping, ResumableSaveModel, TimeBudget,
-                        without_progress_table)
+from .callbacks import (
+    LastEpochCheckpoint,
+    ResumableEarlyStopping,
+    ResumableSaveModel,
+    TimeBudget,
+    without_progress_table,
+)
 from .criterion import MaXDeepLabLoss
 from .metric import PanopticQualityMetric, update_evaluator
 from .postprocess import PanopticPostProcessor

@@ -22,8 +22,8 @@ def export(raster, labels, out, *, class_field: str = "class_name", thing_classe
     without ``thing_classes`` every class is exported as stuff (said in the log).
     Returns the export info.
     """
-    from ..data.export import export_training_data
     from ..data.classes import ClassTable
+    from ..data.export import export_training_data
 
     for path, what in ((raster, "Input raster"), (labels, "Label file")):
         if isinstance(path, (str, os.PathLike)) and not Path(path).exists():

@@ -4,7 +4,8 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-from rasterio.windows import Window, transform as window_transform
+from rasterio.windows import Window
+from rasterio.windows import transform as window_transform
 
 from geomax.data.classes import ClassTable
 from geomax.data.esri_layout import read_export

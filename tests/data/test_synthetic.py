@@ -1,9 +1,8 @@
+import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
 from scipy import ndimage
-
-import geopandas as gpd
 
 from geomax.data.rasterize import rasterize_labels
 from geomax.data.synthetic import CLASS_FIELD, SYNTHETIC_CLASSES, make_scene

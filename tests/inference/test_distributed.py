@@ -11,14 +11,14 @@ import rasterio
 
 distributed = pytest.importorskip("distributed")
 
+from inference_scene import CLASSES, write_image  # noqa: E402
+
 from geomax.errors import DataError, InputMismatchError, OutputExistsError  # noqa: E402
 from geomax.inference import distributed as dist_module  # noqa: E402
 from geomax.inference.distributed import local_cluster, predict_raster_distributed  # noqa: E402
 from geomax.inference.predict_raster import predict_raster  # noqa: E402
 from geomax.inference.predictor import OracleTilePredictor  # noqa: E402
 from geomax.inference.tiling import TileGrid  # noqa: E402
-
-from inference_scene import CLASSES, write_image  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -1,19 +1,17 @@
 """predict_raster with an oracle per-tile predictor: stitching, raster and vector outputs, errors."""
 from __future__ import annotations
 
-
 import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+from inference_scene import CLASSES, CRS, NODATA_BOX, TRANSFORM, write_image
 from scipy import ndimage
 
 from geomax.errors import ArgumentError, DataError, InputMismatchError, ModelError, OutputExistsError
 from geomax.inference.predict_raster import predict_raster
 from geomax.inference.predictor import OracleTilePredictor, TilePredictor
 from geomax.inference.tiling import TileGrid
-
-from inference_scene import CLASSES, CRS, NODATA_BOX, TRANSFORM, write_image
 
 FOUR = ndimage.generate_binary_structure(2, 1)
 

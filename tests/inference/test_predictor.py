@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from inference_scene import CLASSES
 from rasterio.windows import Window
 
 from geomax.errors import ArgumentError, ModelError
 from geomax.inference.predictor import OracleTilePredictor, TilePredictor, check_predictor
-
-from inference_scene import CLASSES
 
 
 class _Minimal(TilePredictor):

@@ -3,13 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from inference_scene import CLASSES
 
 from geomax.errors import ModelError
 from geomax.inference.predictor import OracleTilePredictor
 from geomax.inference.stitching import BlockCollector, TileStitcher, UnionFind, match_overlap
 from geomax.inference.tiling import TileBlocks, TileGrid
-
-from inference_scene import CLASSES
 
 GRASS, ROAD, BUILDING, TREE = 3, 2, 5, 6
 H, W = 70, 95

@@ -6,8 +6,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from geomax.common import (GT_CLASSES, GT_IS_THING, GT_MASKS, GT_SEMANTIC, GT_VALID, PRED_CLASS_LOGITS,
-                           PRED_DETAIL_FEATURES, PRED_MASK_LOGITS, PRED_PIXEL_FEATURES, PRED_SEMANTIC_LOGITS)
+from geomax.common import (
+    GT_CLASSES,
+    GT_IS_THING,
+    GT_MASKS,
+    GT_SEMANTIC,
+    GT_VALID,
+    PRED_CLASS_LOGITS,
+    PRED_DETAIL_FEATURES,
+    PRED_MASK_LOGITS,
+    PRED_PIXEL_FEATURES,
+    PRED_SEMANTIC_LOGITS,
+)
 from geomax.errors import ArgumentError
 from geomax.models.criterion import TERM_NAMES, MaXDeepLabLoss
 from geomax.models.matcher import downsample_targets

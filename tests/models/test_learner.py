@@ -1,5 +1,6 @@
 """Tests for geomax.models.learner.MaXDeepLab (CPU, tiny variant, tiny synthetic data)."""
 import json
+import shutil
 import zipfile
 
 import numpy as np
@@ -12,29 +13,23 @@ from geomax.data.synthetic import SYNTHETIC_CLASSES, make_scene
 from geomax.errors import DataError, InputMismatchError, ModelError
 from geomax.metrics import PanopticEvaluator
 
-OVERFIT_EPOCHS = 800  # one batch per epoch; see benchmarks/bench_overfit.py for the curve
+OVERFIT_EPOCHS = 800  # one batch per epoch
 
 
-@pytest.fixture(scope="module")
-def chips(tmp_path_factory):
-    root = tmp_path_factory.mktemp("learner")
-    make_scene(root / "scene.tif", root / "labels.gpkg", size=256, seed=3)
-    export_training_data(root / "scene.tif", root / "labels.gpkg", root / "chips", class_table=SYNTHETIC_CLASSES,
-                         tile_size=64, progress=False)
-    return root / "chips"
+@pytest.fixture
+def chips(synthetic_export):
+    """The shared export folder (tests/conftest.py)."""
+    return synthetic_export.out_folder
 
 
-@pytest.fixture(scope="module")
-def data(chips):
-    return prepare_data(chips, batch_size=4, val_split_pct=0.25, transforms=False, seed=0)
+@pytest.fixture
+def data(synthetic_data):
+    return synthetic_data
 
 
-@pytest.fixture(scope="module")
-def trained(data):
-    torch.manual_seed(0)
-    model = MaXDeepLab(data, backbone="max_deeplab_tiny")
-    model.fit(3, lr=3e-3, checkpoint=False)
-    return model
+@pytest.fixture
+def trained(trained_model):
+    return trained_model
 
 
 def test_fit_lowers_the_loss(trained):
@@ -68,8 +63,8 @@ def test_compute_metrics_agrees_with_the_evaluator_by_hand(trained, data):
     assert "mask_ap" in metrics and "per_class" in metrics
 
 
-def test_save_from_model_predict_identical(trained, data, chips, tmp_path):
-    folder = trained.save(tmp_path / "tiny_model")
+def test_save_from_model_predict_identical(trained, data, chips, trained_model_folder):
+    folder = trained_model_folder
     names = sorted(p.name for p in folder.iterdir())
     assert names == ["model_metrics.html", "tiny_model.dlpk", "tiny_model.emd", "tiny_model.pth"]
     with zipfile.ZipFile(folder / "tiny_model.dlpk") as zf:
@@ -115,14 +110,14 @@ def test_data_of_another_dataset_type_is_rejected(data):
         MaXDeepLab(NotPanoptic())
 
 
-def test_from_model_band_mismatch_and_corrupt_emd(trained, tmp_path, chips):
-    folder = trained.save(tmp_path / "m", compute_metrics=False)
+def test_from_model_band_mismatch_and_corrupt_emd(trained_model_folder, tmp_path, chips):
+    folder = shutil.copytree(trained_model_folder, tmp_path / "m")  # a copy: the emd is corrupted below
     data3 = prepare_data(chips, batch_size=2, bands=[1, 2, 3], transforms=False)
     with pytest.raises(InputMismatchError, match="bands"):
-        MaXDeepLab.from_model(folder / "m.emd", data=data3)
-    (folder / "m.emd").write_text("{ not json")
+        MaXDeepLab.from_model(folder / "tiny_model.emd", data=data3)
+    (folder / "tiny_model.emd").write_text("{ not json")
     with pytest.raises(ModelError, match="not valid JSON"):
-        MaXDeepLab.from_model(folder / "m.emd")
+        MaXDeepLab.from_model(folder / "tiny_model.emd")
     (tmp_path / "bad.dlpk").write_bytes(b"not a zip")
     with pytest.raises(ModelError, match="not a valid .dlpk"):
         MaXDeepLab.from_model(tmp_path / "bad.dlpk")

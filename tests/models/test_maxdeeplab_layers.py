@@ -10,7 +10,6 @@ from geomax.models.maxdeeplab.dual_path import DualPathTransformerLayer
 from geomax.models.maxdeeplab.stem import adapt_first_conv_weight
 
 
-
 @pytest.fixture(autouse=True)
 def one_thread():
     """Small tensors: one thread is faster and steadier than two on a shared machine."""

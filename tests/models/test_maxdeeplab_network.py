@@ -5,12 +5,23 @@ import numpy as np
 import pytest
 import torch
 
-from geomax.common import (PRED_CLASS_LOGITS, PRED_DETAIL_FEATURES, PRED_MASK_LOGITS, PRED_MEMORY_FEATURES,
-                           PRED_PIXEL_FEATURES, PRED_SEMANTIC_LOGITS)
+from geomax.common import (
+    PRED_CLASS_LOGITS,
+    PRED_DETAIL_FEATURES,
+    PRED_MASK_LOGITS,
+    PRED_MEMORY_FEATURES,
+    PRED_PIXEL_FEATURES,
+    PRED_SEMANTIC_LOGITS,
+)
 from geomax.errors import ArgumentError, InputMismatchError
-from geomax.models.maxdeeplab import (INPUT_MULTIPLE, VARIANTS, build_from_config,
-                                      build_maxdeeplab, list_variants, pad_to_multiple)
-
+from geomax.models.maxdeeplab import (
+    INPUT_MULTIPLE,
+    VARIANTS,
+    build_from_config,
+    build_maxdeeplab,
+    list_variants,
+    pad_to_multiple,
+)
 
 
 @pytest.fixture(autouse=True)

@@ -5,8 +5,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from geomax.common import (PRED_CLASS_LOGITS, PRED_MASK_LOGITS, PRED_MEMORY_FEATURES,
-                           PRED_PIXEL_FEATURES, PRED_SEMANTIC_LOGITS)
+from geomax.common import (
+    PRED_CLASS_LOGITS,
+    PRED_MASK_LOGITS,
+    PRED_MEMORY_FEATURES,
+    PRED_PIXEL_FEATURES,
+    PRED_SEMANTIC_LOGITS,
+)
 from geomax.errors import ModelError
 from geomax.models.maxdeeplab import build_from_config, build_maxdeeplab
 

@@ -18,15 +18,21 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from geomax.common import (PRED_CLASS_LOGITS, PRED_DETAIL_FEATURES, PRED_MASK_LOGITS,
-                           PRED_MEMORY_FEATURES, PRED_PIXEL_FEATURES, PRED_SEMANTIC_LOGITS)
+from geomax.common import (
+    PRED_CLASS_LOGITS,
+    PRED_DETAIL_FEATURES,
+    PRED_MASK_LOGITS,
+    PRED_MEMORY_FEATURES,
+    PRED_PIXEL_FEATURES,
+    PRED_SEMANTIC_LOGITS,
+)
 from geomax.config import NetworkConfig
 from geomax.errors import ArgumentError, InputMismatchError, ModelError
 from geomax.models.maxdeeplab.backbone import AxialResNetBackbone
 from geomax.models.maxdeeplab.decoder import Decoder
 from geomax.models.maxdeeplab.heads import ClassHead, DetailHead, MaskHead, PixelHead, SemanticHead
-from geomax.models.maxdeeplab.stem import adapt_first_conv_weight
 from geomax.models.maxdeeplab.layers import conv_bn
+from geomax.models.maxdeeplab.stem import adapt_first_conv_weight
 
 #: Image height and width must be multiples of this (the backbone's output stride).
 INPUT_MULTIPLE = 16
