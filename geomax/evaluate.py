@@ -1,4 +1,7 @@
-"""Panoptic quality of a predicted panoptic raster (or of a model) against reference labels.
+"""Panoptic quality of a predicted panoptic raster against reference labels.
+
+Running a model on an image first and writing the metrics file are workflow steps:
+:func:`geomax.workflows.evaluate.evaluate` and :func:`~geomax.workflows.evaluate.evaluate_model`.
 
 The prediction is a panoptic GeoTIFF as :func:`geomax.predict_raster` writes it
 (band 1 class Value, band 2 instance id, 0 = void). The reference is either

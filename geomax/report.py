@@ -136,7 +136,7 @@ def plot_scene_panels(overview: dict, class_table: ClassTable, title: str = "tes
         ax.imshow(img, interpolation="nearest")
         ax.set_title(name)
         ax.axis("off")
-    handles = [Patch(color=np.asarray(c.color) / 255.0, label=f"{c.name} ({'thing' if c.is_thing else 'stuff'})")
+    handles = [Patch(color=c.color_fraction, label=f"{c.name} ({'thing' if c.is_thing else 'stuff'})")
                for c in class_table]
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 7), frameon=False)
     fig.suptitle(title)

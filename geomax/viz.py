@@ -129,7 +129,7 @@ def add_legend(fig, class_table: ClassTable, values=None) -> None:
     """Class legend (colour, name, thing/stuff) at the bottom of a figure; ``values`` limits it to those classes."""
     from matplotlib.patches import Patch
 
-    handles = [Patch(facecolor=np.array(c.color) / 255.0, edgecolor="k",
+    handles = [Patch(facecolor=c.color_fraction, edgecolor="k",
                      label=f"{c.name} ({'thing' if c.is_thing else 'stuff'})")
                for c in class_table if values is None or c.value in values]
     if handles:
@@ -179,7 +179,7 @@ def show_panoptic(image_rgb, class_map, instance_map, class_table: ClassTable | 
         from matplotlib.patches import Patch
 
         present = set(np.unique(class_map).tolist())
-        handles = [Patch(facecolor=np.array(c.color) / 255.0, edgecolor="k", label=c.name)
+        handles = [Patch(facecolor=c.color_fraction, edgecolor="k", label=c.name)
                    for c in class_table if c.value in present]
         if handles:
             ax.legend(handles=handles, loc="lower right", fontsize=7, framealpha=0.7)

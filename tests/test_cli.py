@@ -9,15 +9,15 @@ import pytest
 import rasterio
 
 from geomax.cli import build_parser, main
-from geomax.data.synthetic import CLASS_FIELD, make_scene
+from geomax.data.synthetic import CLASS_FIELD
 
 SUBCOMMANDS = ("export", "train", "predict", "evaluate", "info", "demo")
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cli_scene")
-    return make_scene(d / "scene.tif", d / "labels.gpkg", size=256, seed=5, bands=3)
+def scene(synthetic_scene):
+    """The shared synthetic scene (tests/conftest.py)."""
+    return synthetic_scene
 
 
 @pytest.fixture(scope="module")
@@ -102,10 +102,10 @@ def test_evaluate_perfect_raster_and_json(scene, tmp_path, capsys):
     from geomax.data.synthetic import SYNTHETIC_CLASSES
 
     gdf = gpd.read_file(scene.labels)
-    cm, im = rasterize_labels(gdf, CLASS_FIELD, SYNTHETIC_CLASSES, scene.transform, (256, 256))
+    cm, im = rasterize_labels(gdf, CLASS_FIELD, SYNTHETIC_CLASSES, scene.transform, (scene.size, scene.size))
     pred = tmp_path / "perfect.tif"
-    with rasterio.open(pred, "w", driver="GTiff", width=256, height=256, count=3, dtype="int32", crs=scene.crs,
-                       transform=scene.transform) as dst:
+    with rasterio.open(pred, "w", driver="GTiff", width=scene.size, height=scene.size, count=3, dtype="int32",
+                       crs=scene.crs, transform=scene.transform) as dst:
         dst.write(np.stack([cm, im, np.full_like(cm, 100)]).astype(np.int32))
     capsys.readouterr()
     rc = main(["evaluate", str(pred), str(scene.labels), "--classes", "synthetic", "--image", str(scene.raster),

@@ -88,7 +88,7 @@ def test_raster_reference_pair_matches_vector(scene, tmp_path):
     ref = _write_panoptic(tmp_path / "ref.tif", info, cm, im)
     by_raster = evaluate_raster(pred, ref, class_table="synthetic", progress=False)
     # class raster + separate instance raster
-    profile = {"driver": "GTiff", "width": 256, "height": 256, "count": 1, "dtype": "int32",
+    profile = {"driver": "GTiff", "width": info.size, "height": info.size, "count": 1, "dtype": "int32",
                "crs": info.crs, "transform": info.transform}
     with rasterio.open(tmp_path / "ref_class.tif", "w", **profile) as dst:
         dst.write(cm.astype(np.int32), 1)

@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 import rasterio
 
-from geomax.data.synthetic import make_scene
 from geomax.errors import ArgumentError
 
 TOOLBOX_DIR = Path(__file__).resolve().parents[1] / "toolboxes"
@@ -22,9 +21,9 @@ TOOL_NAMES = ["ExportTrainingDataForDeepLearning", "TrainDeepLearningModel",
 
 
 @pytest.fixture(scope="module")
-def scene(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tbx_scene")
-    return make_scene(d / "scene.tif", d / "labels.gpkg", size=256, seed=11, bands=3)
+def scene(synthetic_scene):
+    """The shared synthetic scene (tests/conftest.py)."""
+    return synthetic_scene
 
 
 def _script(name, *args):
@@ -149,6 +148,11 @@ def test_pyt_parameters_follow_the_spec(fake_arcpy):
     assert by_name["class_field"].parameterDependencies == ["in_labels"]
     assert by_name["out_folder"].datatype == "DEFolder" and by_name["out_folder"].direction == "Output"
     assert by_name["in_raster"].datatype == ["DERasterDataset", "GPRasterLayer"]
+    # the backbone list comes from the variants registry when ArcGIS asks for the parameters
+    from geomax.models.maxdeeplab import list_variants
+
+    backbone = {p.name: p for p in module.TrainDeepLearningModel().getParameterInfo()}["backbone"]
+    assert backbone.filter.type == "ValueList" and backbone.filter.list == list(list_variants())
 
 
 def test_pyt_execute_runs_export_and_reports_errors(fake_arcpy, scene, tmp_path):
@@ -195,7 +199,7 @@ def test_scripts_export_train_predict_accuracy(scene, tmp_path):
                                  [str(scene.raster), str(model), str(out), "--out_features", str(tmp_path / "p.gpkg"),
                                   "--tile_size", "128", "--overlap", "32", "--keep_disconnected"]) == 0
     with rasterio.open(out) as src:
-        assert src.count == 3 and (src.width, src.height) == (256, 256)
+        assert src.count == 3 and (src.width, src.height) == (scene.size, scene.size)
     proc = _script("ComputePanopticAccuracy", out, scene.labels, "--in_image", scene.raster,
                    "--out_json", tmp_path / "pq.json")
     assert proc.returncode == 0, proc.stderr

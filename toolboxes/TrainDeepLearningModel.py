@@ -1,8 +1,8 @@
 """Geoprocessing tool script: Train Deep Learning Model (MaXDeepLab).
 
 Runs with plain Python (`python TrainDeepLearningModel.py --help`); the same tool appears in
-ArcGIS Pro through ``geomax.pyt``. Parameters and their mapping to the geomax
-library are defined in ``_toolspec.py``.
+ArcGIS Pro through ``geomax.pyt``. Its parameters and the workflow call
+they map to are defined once in ``geomax.workflows.tools`` (re-exported by ``_toolspec.py``).
 """
 import os
 import sys

@@ -3,8 +3,9 @@
 
 Tools: Export Training Data For Deep Learning (Panoptic), Train Deep Learning
 Model (MaXDeepLab), Panoptic Segmentation Using Deep Learning, Compute Panoptic
-Accuracy. Their parameters and the library calls they make are defined once in
-``_toolspec.py`` (beside this file), which the command-line tool scripts share.
+Accuracy. Their parameters and the workflow calls they make are defined once in
+``geomax.workflows.tools`` (re-exported by ``_toolspec.py`` beside this file), which
+the command-line tool scripts and the ``geomax`` command share.
 ``arcpy`` is imported only inside the methods ArcGIS calls, so this file also
 loads (for tests) where ArcGIS is not installed. Install geomax into the ArcGIS
 Pro Python environment (``pip install geomax``) before adding the toolbox.
@@ -31,9 +32,10 @@ def _make_parameter(arcpy, spec):
     )
     if spec.default is not None:
         param.value = spec.default
-    if spec.choices:
+    choices = spec.choices or (tuple(spec.choices_of()) if spec.choices_of else ())
+    if choices:
         param.filter.type = "ValueList"
-        param.filter.list = list(spec.choices)
+        param.filter.list = list(choices)
     if spec.depends_on:
         param.parameterDependencies = [spec.depends_on]
     param.description = spec.help

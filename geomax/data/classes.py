@@ -28,6 +28,12 @@ def default_color(i: int) -> tuple[int, int, int]:
     return _PALETTE[i % len(_PALETTE)]
 
 
+def _rgb(color: Sequence) -> tuple[int, int, int]:
+    """The first three entries of a colour as ints (an alpha entry is dropped)."""
+    r, g, b = (int(x) for x in color[:3])
+    return r, g, b
+
+
 @dataclass(frozen=True)
 class ClassInfo:
     """One class: its ArcGIS ``Value``, ``Name``, RGB ``Color`` and whether it is a thing."""
@@ -36,6 +42,12 @@ class ClassInfo:
     name: str
     color: tuple[int, int, int]
     is_thing: bool
+
+    @property
+    def color_fraction(self) -> tuple[float, float, float]:
+        """The colour as RGB fractions in [0, 1] (what matplotlib takes)."""
+        r, g, b = self.color
+        return r / 255.0, g / 255.0, b / 255.0
 
 
 @dataclass
@@ -170,7 +182,7 @@ class ClassTable:
             except (KeyError, TypeError, ValueError) as exc:
                 raise DataError(f"{source}: class entry {c!r} has no integer 'Value'.") from exc
             color = c.get("Color")
-            color = tuple(int(x) for x in color[:3]) if color else default_color(i)
+            color = _rgb(color) if color else default_color(i)
             classes.append(ClassInfo(value, name, color, value in thing_values or name in thing_names))
         return cls(classes)
 
@@ -189,7 +201,7 @@ class ClassTable:
             raise DataError(f"Thing classes {sorted(unknown)} are not among the classes {list(names)}.")
         values = list(values) if values is not None else list(range(1, len(names) + 1))
         return cls([
-            ClassInfo(int(v), str(n), tuple(colors[i][:3]) if colors else default_color(i), n in things)
+            ClassInfo(int(v), str(n), _rgb(colors[i]) if colors else default_color(i), n in things)
             for i, (v, n) in enumerate(zip(values, names))
         ])
 
@@ -199,5 +211,5 @@ class ClassTable:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ClassTable":
-        return cls([ClassInfo(int(c["value"]), str(c["name"]), tuple(c["color"]), bool(c["is_thing"]))
+        return cls([ClassInfo(int(c["value"]), str(c["name"]), _rgb(c["color"]), bool(c["is_thing"]))
                     for c in d["classes"]])

@@ -189,16 +189,16 @@ def read_export(path) -> ExportLayout:
     if inst_root.is_dir():
         by_name = {c.name: c for c in class_table}
         by_value = {str(c.value): c for c in class_table}
-        for d in sorted(p for p in inst_root.iterdir() if p.is_dir()):
-            c = by_name.get(d.name) or by_value.get(d.name)
+        for folder in sorted(p for p in inst_root.iterdir() if p.is_dir()):
+            c = by_name.get(folder.name) or by_value.get(folder.name)
             if c is None:
-                raise DataError(f"Instance folder {d} names a class that is not in {EMD_FILE} "
+                raise DataError(f"Instance folder {folder} names a class that is not in {EMD_FILE} "
                                 f"(classes: {class_table.names}). Rename or remove the folder.")
             if not c.is_thing:
-                raise DataError(f"Instance folder {d} is for class '{c.name}', which is not a thing class "
+                raise DataError(f"Instance folder {folder} is for class '{c.name}', which is not a thing class "
                                 "(not in Panoptic_Segmentation_Instance_Classes). Add it to the instance classes "
                                 "in the .emd or remove the folder.")
-            instance_dirs[c.value] = d
+            instance_dirs[c.value] = folder
 
     chips = []
     for image, label in pairs:
@@ -207,13 +207,13 @@ def read_export(path) -> ExportLayout:
         if not label.exists():
             raise DataError(f"Image chip {image} has no label chip: {label} does not exist. Re-export the data.")
         instances = {}
-        for value, d in instance_dirs.items():
-            for cand in (d / label.name, d / image.name):
+        for value, folder in instance_dirs.items():
+            for cand in (folder / label.name, folder / image.name):
                 if cand.exists():
                     instances[value] = cand
                     break
             else:
-                found = [p for p in d.glob(label.stem + ".*") if p.suffix.lower() in IMAGE_SUFFIXES]
+                found = [p for p in folder.glob(label.stem + ".*") if p.suffix.lower() in IMAGE_SUFFIXES]
                 if found:
                     instances[value] = found[0]
         chips.append(ChipRecord(image.stem, image, label, instances))

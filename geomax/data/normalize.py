@@ -68,7 +68,7 @@ class BandStats:
             raise DataError(f"{source}: 'AllTilesStats' entries need Min, Max, Mean and StdDev ({exc}).") from exc
         if names is None or len(names) != len(tiles_stats):
             names = [s.get("BandName") or f"band_{i + 1}" for i, s in enumerate(tiles_stats)]
-        return cls(list(names), mins, maxs, means, stds)
+        return cls(list(names), np.asarray(mins), np.asarray(maxs), np.asarray(means), np.asarray(stds))
 
     def to_dict(self) -> dict:
         return {k: (list(getattr(self, k)) if k == "names" else [float(x) for x in getattr(self, k)])
@@ -156,19 +156,15 @@ def normalize(array, stats: BandStats, valid=None):
         )
     mean = stats.mean.astype(np.float32).reshape(-1, 1, 1)
     std = stats.std.astype(np.float32).reshape(-1, 1, 1)
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - torch is a hard dependency
-        torch = None
-    if torch is not None and isinstance(array, torch.Tensor):
+    import torch
+
+    if isinstance(array, torch.Tensor):
         m = torch.as_tensor(mean, device=array.device)
         s = torch.as_tensor(std, device=array.device)
-        out = (array.float() - m) / s
-        out = torch.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
+        scaled = torch.nan_to_num((array.float() - m) / s, nan=0.0, posinf=0.0, neginf=0.0)
         if valid is not None:
-            v = torch.as_tensor(valid, device=array.device).bool().unsqueeze(-3)
-            out = out * v
-        return out
+            scaled = scaled * torch.as_tensor(valid, device=array.device).bool().unsqueeze(-3)
+        return scaled
     out = (np.asarray(array, dtype=np.float32) - mean) / std
     out = np.nan_to_num(out, nan=0.0, posinf=0.0, neginf=0.0)
     if valid is not None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -151,8 +151,9 @@ def _default_rgb(names: list[str]) -> list[int]:
     wanted = []
     for key in ("red", "green", "blue"):
         hit = [i for i, n in enumerate(low) if n == key or n.startswith(key)]
-        wanted.append(hit[0] if hit else None)
-    if all(w is not None for w in wanted):
+        if hit:
+            wanted.append(hit[0])
+    if len(wanted) == 3:
         return wanted
     if len(names) >= 3:
         return [0, 1, 2]
@@ -309,7 +310,8 @@ def prepare_data(
 
     # Band statistics: from the exports (pooled), else computed from the chips.
     if all(lay.band_stats is not None and lay.band_stats.n_bands == n_chip_bands for lay in layouts):
-        stats_all = BandStats.combine([lay.band_stats for lay in layouts], [len(lay.chips) for lay in layouts])
+        stats_all = BandStats.combine([lay.band_stats for lay in layouts if lay.band_stats is not None],
+                                      [len(lay.chips) for lay in layouts])
         stats_all = BandStats(export_names, stats_all.min, stats_all.max, stats_all.mean, stats_all.std)
     else:
         running = RunningBandStats(export_names)
@@ -334,7 +336,7 @@ def prepare_data(
         train_tfms = list(transforms)
         if not all(callable(t) for t in train_tfms):
             raise ArgumentError("transforms= must be None, False or a list of callables t(sample, rng) -> sample.")
-    common = dict(class_table=class_table, band_stats=band_stats, n_masks=n_masks, chip_size=chip_size,
+    common: dict[str, Any] = dict(class_table=class_table, band_stats=band_stats, n_masks=n_masks, chip_size=chip_size,
                   band_indices=band_indices, seed=seed)
     train_ds = ChipDataset([chips[i] for i in train_idx], transforms=train_tfms, **common)
     valid_ds = ChipDataset([chips[i] for i in val_idx], transforms=None, **common)

@@ -42,7 +42,7 @@ def feature_class_values(values: Sequence, class_table: ClassTable, class_field:
     by_lower = {c.name.lower(): c.value for c in class_table}
     known_values = set(class_table.values)
     out = np.zeros(len(values), dtype=np.int32)
-    unknown = set()
+    unknown: set = set()
     for i, v in enumerate(values):
         if v is None or (isinstance(v, float) and np.isnan(v)):
             unknown.add(None)

@@ -52,7 +52,7 @@ class Sample:
 
 def crop_or_pad(sample: Sample, size, rng: np.random.Generator | None) -> Sample:
     """Bring a sample to ``size`` (int or (h, w)): crop (random when ``rng`` is given, else centred) or pad with no-data."""
-    sh, sw = (int(size), int(size)) if np.isscalar(size) else (int(size[0]), int(size[1]))
+    sh, sw = (int(size), int(size)) if np.ndim(size) == 0 else (int(size[0]), int(size[1]))
     h, w = sample.shape
     if h > sh or w > sw:
         ch, cw = min(h, sh), min(w, sw)

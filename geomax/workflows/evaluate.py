@@ -1,81 +1,143 @@
-"""Evaluate: panoptic quality of a panoptic raster, or of a model run on an image, against reference labels."""
+"""Evaluate: panoptic quality of a panoptic raster, or of a model run on an image, against reference labels.
+
+The raster and metrics functions live in :mod:`geomax.evaluate`
+(:func:`~geomax.evaluate.evaluate_raster`, :func:`~geomax.evaluate.format_metrics`); this
+module adds running a model first and writing the metrics file.
+"""
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from ..config import TilingConfig
-from ..errors import DataError, OutputExistsError
+from ..errors import ArgumentError, DataError, OutputExistsError
+from ..evaluate import evaluate_raster
 
 __all__ = ["evaluate", "evaluate_model", "write_metrics_json"]
 
+#: Evaluation window side, :func:`geomax.evaluate.evaluate_raster`'s default.
+WINDOW_SIZE: int = inspect.signature(evaluate_raster).parameters["window_size"].default
+
 
 def write_metrics_json(metrics: dict, path: str | os.PathLike) -> Path:
-    """Write metrics (numpy scalars included) as JSON."""
+    """Write metrics (numpy scalars included) as JSON, under a temporary name renamed when complete."""
     path = Path(path)
-    path.write_text(json.dumps(metrics, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    partial = path.with_name(f".{path.name}.partial")
+    partial.write_text(json.dumps(metrics, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+    os.replace(partial, path)
     return path
 
 
-def evaluate_model(model, in_raster, reference, *, class_field: str | None = None, reference_instances=None,
-                   out_raster=None, tiling: TilingConfig | None = None, tile_size: int | None = None,
-                   overlap: int | None = None, window_size: int = 4096, progress: bool = True,
+def evaluate_model(model, in_raster: str | os.PathLike, reference, *, class_field: str | None = None,
+                   reference_instances: str | os.PathLike | None = None, class_table_source: Any = None,
+                   out_raster: str | os.PathLike | None = None, tiling: TilingConfig | None = None,
+                   tile_size: int | None = None, overlap: int | None = None, batch_size: int | None = None,
+                   bands: Sequence[int] | None = None, window_size: int = WINDOW_SIZE, progress: bool = True,
                    **postprocess_options) -> dict:
-    """Run a model on a raster (:func:`geomax.workflows.predict.predict_raster`), then evaluate the result.
+    """Run a model on an image (:func:`geomax.workflows.predict.predict_raster`), then evaluate the result.
 
     Parameters
     ----------
     model:
-        A model path (folder, ``.emd``, ``.dlpk``) or a TilePredictor.
+        A saved model (folder, ``.emd``, ``.dlpk``) or a loaded TilePredictor.
     in_raster:
-        The image to segment.
+        The image to segment; its no-data pixels are left out of the evaluation.
     reference:
         Reference labels, as for :func:`geomax.evaluate.evaluate_raster`.
+    class_table_source:
+        The classes (default: the model's).
     out_raster:
         Where to keep the panoptic GeoTIFF; ``None``: a temporary file, removed afterwards.
-    tiling, tile_size, overlap:
-        Tiling (default: the model's).
+    tiling, tile_size, overlap, batch_size, bands, **postprocess_options:
+        As :func:`geomax.workflows.predict.predict_raster` (default: the model's tiling).
     class_field, reference_instances, window_size, progress:
-        As for :func:`geomax.evaluate.evaluate_raster`.
+        As :func:`geomax.evaluate.evaluate_raster`.
+
+    Returns
+    -------
+    dict
+        The metrics of :func:`~geomax.evaluate.evaluate_raster`.
     """
-    from ..evaluate import evaluate_raster
     from .predict import load_predictor, predict_raster
 
     in_raster = Path(in_raster)
     if not in_raster.exists():
-        raise DataError(f"The input raster '{in_raster}' does not exist.")
-    predictor = load_predictor(model, **postprocess_options)
+        raise DataError(f"Input raster '{in_raster}' does not exist.")
+    predictor = load_predictor(model)
     with tempfile.TemporaryDirectory(prefix="geomax_eval_") as tmp:
         target = Path(out_raster) if out_raster is not None else Path(tmp) / "prediction.tif"
         predict_raster(predictor, in_raster, target, tiling=tiling, tile_size=tile_size, overlap=overlap,
-                       progress=progress)
-        return evaluate_raster(target, reference, class_table=predictor.class_table, class_field=class_field,
-                               reference_instances=reference_instances, valid_raster=in_raster,
-                               window_size=window_size, progress=progress)
+                       batch_size=batch_size, bands=bands, progress=progress, **postprocess_options)
+        return evaluate_raster(target, reference,
+                               class_table=class_table_source if class_table_source is not None
+                               else predictor.class_table,
+                               class_field=class_field, reference_instances=reference_instances,
+                               valid_raster=in_raster, window_size=window_size, progress=progress)
 
 
-def evaluate(prediction, reference, *, model=None, image=None, class_table_source: Any = None,
-             class_field: str | None = None, reference_instances=None, tile_size: int | None = None,
-             window_size: int = 4096, out_json=None, overwrite: bool = False, progress: bool = True) -> dict:
-    """Panoptic quality of ``prediction`` (a panoptic raster) against ``reference``.
+def evaluate(prediction, reference, *, model=None, image: str | os.PathLike | None = None,
+             class_table_source: Any = None, class_field: str | None = None,
+             reference_instances: str | os.PathLike | None = None, tiling: TilingConfig | None = None,
+             tile_size: int | None = None, window_size: int = WINDOW_SIZE, out_json: str | os.PathLike | None = None,
+             overwrite: bool = False, progress: bool = True) -> dict:
+    """Panoptic quality (PQ, SQ, RQ: all / things / stuff / per class) against reference labels.
 
-    With ``model``, ``prediction`` is the input image and the model runs on it first.
-    ``out_json`` (refused when it exists, unless ``overwrite``) receives the metrics.
+    Parameters
+    ----------
+    prediction:
+        A panoptic GeoTIFF (band 1 class Value, band 2 instance id); with ``model``, the
+        input image the model runs on first.
+    reference:
+        Reference labels: a vector file with a class field, or a raster on the
+        prediction's grid (see :func:`geomax.evaluate.evaluate_raster`).
+    model:
+        A saved model or a loaded TilePredictor to run on ``prediction`` first.
+    image:
+        Without ``model``: the image the prediction was made from (its no-data pixels are
+        left out). With ``model`` the input image is ``prediction`` itself.
+    class_table_source:
+        The classes (default: those stored in the panoptic raster, or the model's).
+    class_field, reference_instances, window_size, progress:
+        As :func:`geomax.evaluate.evaluate_raster`.
+    tiling, tile_size:
+        Tiling of the model run (default: the model's).
+    out_json:
+        Also write the metrics to this JSON file.
+    overwrite:
+        Replace an existing ``out_json``.
+
+    Returns
+    -------
+    dict
+        The metrics.
+
+    Raises
+    ------
+    OutputExistsError
+        ``out_json`` exists and ``overwrite`` is False (checked before any work).
+    DataError
+        The prediction or the reference does not exist; see also
+        :func:`~geomax.evaluate.evaluate_raster`.
+    ArgumentError
+        ``image`` given with ``model``.
     """
-    from ..evaluate import evaluate_raster
-
     if out_json is not None and Path(out_json).exists() and not overwrite:
-        raise OutputExistsError(f"'{out_json}' already exists; pass overwrite (--overwrite) to replace it.")
-    for path, what in ((prediction, "Input raster" if model else "Panoptic raster"), (reference, "Reference labels")):
+        raise OutputExistsError(f"The metrics file '{out_json}' already exists. Pass overwrite=True (--overwrite) "
+                                "to replace it, or choose another name.")
+    if model is not None and image is not None:
+        raise ArgumentError("With a model, the prediction argument is the input image; do not give image as well.")
+    for path, what in ((prediction, "Input raster" if model is not None else "Panoptic raster"),
+                       (reference, "Reference labels")):
         if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
             raise DataError(f"{what} '{path}' does not exist.")
     if model is not None:
         metrics = evaluate_model(model, prediction, reference, class_field=class_field,
-                                 reference_instances=reference_instances, tile_size=tile_size,
-                                 window_size=window_size, progress=progress)
+                                 reference_instances=reference_instances, class_table_source=class_table_source,
+                                 tiling=tiling, tile_size=tile_size, window_size=window_size, progress=progress)
     else:
         metrics = evaluate_raster(prediction, reference, class_table=class_table_source, class_field=class_field,
                                   reference_instances=reference_instances, valid_raster=image,

@@ -1,39 +1,76 @@
-"""Export: a raster + vector labels -> training chips (ArcGIS ``Panoptic_Segmentation`` layout)."""
+"""Export: a raster + vector labels -> training chips (ArcGIS ``Panoptic_Segmentation`` layout).
+
+The defaults are those of :func:`geomax.data.export.export_training_data` (read from its
+signature, so they are written once, there).
+"""
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from ..data.export import ExportInfo, export_training_data
 from ..errors import DataError
 
 __all__ = ["export"]
 
+_DEFAULTS = {name: p.default for name, p in inspect.signature(export_training_data).parameters.items()}
 
-def export(raster, labels, out, *, class_field: str = "class_name", thing_classes: Sequence[str] | None = None,
-           class_table_source: Any = None, tile_size: int = 256, stride: int | None = None,
-           chip_format: str = "tif", bands: Sequence[int] | None = None, keep_empty: bool = False,
-           max_nodata_fraction: float = 0.5, label_layer: str | None = None, overwrite: bool = False,
-           log: Callable[[str], Any] = print):
-    """Export training chips with :func:`geomax.data.export.export_training_data`.
 
-    ``class_table_source``: a ClassTable, or an ``.emd`` / model / export folder /
-    ``"synthetic"`` to take Values, colours and thing classes from. Without it and
-    without ``thing_classes`` every class is exported as stuff (said in the log).
-    Returns the export info.
+def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
+           class_field: str = _DEFAULTS["class_field"], thing_classes: Sequence[str] | None = None,
+           class_table_source: Any = None, tile_size: int = _DEFAULTS["tile_size"], stride: int | None = None,
+           chip_format: str = _DEFAULTS["chip_format"], bands: Sequence[int] | None = None,
+           keep_empty: bool = not _DEFAULTS["skip_empty"],
+           max_nodata_fraction: float = _DEFAULTS["max_nodata_fraction"], label_layer: str | None = None,
+           overwrite: bool = False, log: Callable[[str], Any] = print) -> ExportInfo:
+    """Export training chips with :func:`geomax.data.export.export_training_data` and log a summary.
+
+    Parameters
+    ----------
+    raster:
+        Georeferenced input raster.
+    labels:
+        Label polygons (a vector file or a GeoDataFrame) with a class field.
+    out:
+        Export folder (new or empty unless ``overwrite``).
+    class_field:
+        Field holding each feature's class name or Value.
+    thing_classes:
+        Classes whose features are separate instances. Without them and without
+        ``class_table_source`` every class is exported as stuff (said in the log).
+    class_table_source:
+        Take Values, colours and thing classes from a :class:`~geomax.data.classes.ClassTable`,
+        an ``.emd``, a model or export folder, or ``"synthetic"``
+        (:func:`geomax.evaluate.load_class_table`).
+    tile_size, stride, chip_format, bands, max_nodata_fraction, label_layer, overwrite:
+        As :func:`~geomax.data.export.export_training_data`.
+    keep_empty:
+        Also export chips without any label (``skip_empty=False``).
+    log:
+        Where the note and the summary line go.
+
+    Returns
+    -------
+    ExportInfo
+        Chips written and skipped, classes, bands and their statistics.
+
+    Raises
+    ------
+    DataError
+        The raster or the labels do not exist (checked before anything is written), or
+        :func:`~geomax.data.export.export_training_data`'s errors.
     """
-    from ..data.classes import ClassTable
-    from ..data.export import export_training_data
-
     for path, what in ((raster, "Input raster"), (labels, "Label file")):
         if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
             raise DataError(f"{what} '{path}' does not exist.")
-    class_table = class_table_source
-    if class_table_source is not None and not isinstance(class_table_source, ClassTable):
+    class_table = None
+    if class_table_source is not None:
         from ..evaluate import load_class_table
 
         class_table = load_class_table(class_table_source)
-    elif class_table_source is None and not thing_classes:
+    elif not thing_classes:
         log("note: no thing classes given: every class is exported as stuff (no instances).")
     info = export_training_data(raster, labels, out, class_field=class_field, thing_classes=thing_classes,
                                 class_table=class_table, tile_size=tile_size, stride=stride, chip_format=chip_format,

@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ..config import LossConfig, NetworkConfig, PostprocessConfig, TrainConfig
-from ..errors import DataError, OutputExistsError
+from ..errors import ArgumentError, DataError, OutputExistsError
 
 __all__ = ["resolve_train_config", "prepare", "build_model", "fit_model", "train", "TrainResult"]
 
@@ -36,28 +37,76 @@ def build_model(data, *, backbone: str | None = None, pretrained: str | os.PathL
     """A new :class:`~geomax.models.learner.MaXDeepLab` for ``data``."""
     from ..models.learner import MaXDeepLab
 
-    return MaXDeepLab(data, backbone=backbone, pretrained_path=pretrained, network=network, loss=loss,
+    pretrained_path = None if pretrained is None else os.fspath(pretrained)
+    return MaXDeepLab(data, backbone=backbone, pretrained_path=pretrained_path, network=network, loss=loss,
                       postprocess=postprocess)
 
 
-def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0,
-              log: Callable[[str], Any] = print) -> None:
-    """Train ``model`` with the recipe and log the validation PQ."""
+def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Callable[[str], Any] = print,
+              verbose: bool = True) -> dict:
+    """Train ``model`` with the recipe (``model.fit(config=train)``), then compute its validation metrics.
+
+    Parameters
+    ----------
+    model:
+        A :class:`~geomax.models.learner.MaXDeepLab` with training data.
+    train:
+        The recipe (:func:`resolve_train_config`).
+    valid_estimate:
+        With ``train.minutes``: seconds one validation pass is expected to take (see
+        :meth:`MaXDeepLab.fit <geomax.models.learner.MaXDeepLab.fit>`).
+    log:
+        Where the validation PQ summary goes.
+    verbose:
+        Log the summary.
+
+    Returns
+    -------
+    dict
+        The validation metrics (empty without validation chips), also kept on the model
+        and written into its package by ``save``.
+    """
     model.fit(config=train, valid_estimate=valid_estimate)
-    metrics = model.metrics
-    if "all" in metrics:
+    metrics: dict = {}
+    if model.has_validation:
+        try:
+            metrics = model.compute_metrics()
+        except Exception as exc:  # the trained weights matter more than their metrics; never lose them here
+            warnings.warn(f"validation metrics not computed: {exc}")
+    if verbose and "all" in metrics:
         log(f"validation PQ {100 * metrics['all']['pq']:.1f} (things {100 * metrics['things']['pq']:.1f}, "
             f"stuff {100 * metrics['stuff']['pq']:.1f})")
+    return metrics
 
 
 @dataclass
 class TrainResult:
-    """What :func:`train` made: the model, its folder, validation metrics and the recipe."""
+    """What :func:`train` made.
+
+    Attributes
+    ----------
+    model:
+        The trained :class:`~geomax.models.learner.MaXDeepLab`.
+    folder:
+        The saved model folder.
+    metrics:
+        Validation metrics (empty without validation chips).
+    train:
+        The recipe used (with ``lr_find``, its learning rate).
+    network:
+        The network's settings as saved (variant, every :class:`~geomax.config.NetworkConfig`
+        field, band and class counts).
+    loss, postprocess:
+        The loss and post-processing configs saved with the model.
+    """
 
     model: Any
     folder: Path
     metrics: dict
     train: TrainConfig
+    network: dict = field(default_factory=dict)
+    loss: LossConfig | None = None
+    postprocess: PostprocessConfig | None = None
 
 
 def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainConfig | None = None,
@@ -82,26 +131,39 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
     log:
         Where progress lines go.
 
+    Returns
+    -------
+    TrainResult
+
     Raises
     ------
     DataError
-        The export folder does not exist.
+        The export folder or the pretrained model does not exist.
+    ArgumentError
+        An unknown backbone, or ``out`` is a file.
     OutputExistsError
-        ``out`` is not empty and ``overwrite`` is False (checked before any work).
+        ``out`` is not empty and ``overwrite`` is False.
+
+    All three are checked before any work; the folder is emptied only when the model is saved.
     """
     import torch
 
+    from ..models.maxdeeplab import list_variants
     from .outputs import check_output_folder
 
     cfg = resolve_train_config(train)
     data_path, out = Path(data_path), Path(out)
     if not data_path.exists():
         raise DataError(f"Training data folder '{data_path}' does not exist.")
-    if out.exists() and out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.exists() and not out.is_dir():
+        raise ArgumentError(f"Model folder '{out}' is a file; give a folder for the model.")
+    if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise OutputExistsError(f"Model folder '{out}' exists and is not empty; pass overwrite (--overwrite) "
                                 "or choose another.")
     if pretrained is not None and not Path(pretrained).exists():
         raise DataError(f"Pretrained model '{pretrained}' does not exist.")
+    if backbone is not None and backbone not in list_variants():
+        raise ArgumentError(f"Unknown backbone '{backbone}'. Choose one of {list_variants()}.")
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
@@ -110,6 +172,8 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
                         postprocess=postprocess)
     log(f"{model!r}: {len(data.train_ds)} training chips, {len(data.valid_ds)} validation chips")
     fit_model(model, cfg, log=log)
-    folder = model.save(check_output_folder(out, overwrite=overwrite).resolve())  # a path, never a bare name
-    log(f"model saved to {folder}")
-    return TrainResult(model, Path(folder), dict(model.metrics), cfg)
+    folder = Path(model.save(check_output_folder(out, overwrite=overwrite).resolve()))  # a path, never a bare name
+    log(f"Model saved to {folder}")
+    state = model.state
+    return TrainResult(model, folder, dict(model.metrics), model.train_config or cfg,
+                       network=dict(state.network_config), loss=state.loss, postprocess=state.postprocess)

@@ -7,8 +7,6 @@ import sys
 import pytest
 import torch
 
-from geomax import export_training_data
-from geomax.data.synthetic import SYNTHETIC_CLASSES, make_scene
 from geomax.errors import ArgumentError
 from geomax.models import distributed as ddp
 from geomax.models.package import read_model_package
@@ -16,17 +14,15 @@ from geomax.models.package import read_model_package
 pytest.importorskip("accelerate")
 
 
-@pytest.fixture(scope="module")
-def chips(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp")
-    make_scene(root / "scene.tif", root / "labels.gpkg", size=128, seed=3)
-    export_training_data(root / "scene.tif", root / "labels.gpkg", root / "chips", class_table=SYNTHETIC_CLASSES,
-                         tile_size=64, stride=32, progress=False)
-    return root / "chips"
+@pytest.fixture
+def chips(synthetic_export):
+    """The shared export (tests/conftest.py): 64 px chips."""
+    return synthetic_export.out_folder
 
 
 def test_two_process_gloo_run_keeps_weights_identical_and_saves_one_model(chips, tmp_path):
     out = tmp_path / "model"
+    export_files = sorted(chips.rglob("*"))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            "-m", "geomax.train_ddp", str(chips), str(out), "--backbone", "max_deeplab_tiny", "--epochs", "1",
@@ -50,6 +46,7 @@ def test_two_process_gloo_run_keeps_weights_identical_and_saves_one_model(chips,
     # exactly one model, written once (by rank 0), holding those weights
     assert log.count("model saved to") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    assert sorted(chips.rglob("*")) == export_files  # nothing written into the training data
     assert sorted(p.suffix for p in out.iterdir()) == [".dlpk", ".emd", ".html", ".pth"]
     emd, state_dict = read_model_package(out)
     assert emd["ModelParameters"]["backbone"] == "max_deeplab_tiny"

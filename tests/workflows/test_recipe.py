@@ -6,8 +6,6 @@ import pytest
 
 from geomax.cli import main
 from geomax.config import TrainConfig
-from geomax.data.export import export_training_data
-from geomax.data.synthetic import SYNTHETIC_CLASSES, make_scene
 from geomax.demo import run_demo
 from geomax.workflows import train as train_workflow
 
@@ -32,13 +30,10 @@ def captured(monkeypatch):
     return configs
 
 
-@pytest.fixture(scope="module")
-def export(tmp_path_factory):
-    root = tmp_path_factory.mktemp("recipe")
-    make_scene(root / "scene.tif", root / "labels.gpkg", size=256, seed=5)
-    export_training_data(root / "scene.tif", root / "labels.gpkg", root / "chips", class_table=SYNTHETIC_CLASSES,
-                         tile_size=128, stride=64, progress=False)
-    return root / "chips"
+@pytest.fixture
+def export(synthetic_export):
+    """The shared training-data export (tests/conftest.py)."""
+    return synthetic_export.out_folder
 
 
 def _cli_recipe(export, out, minutes):

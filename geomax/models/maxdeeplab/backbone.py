@@ -52,7 +52,7 @@ class BlockGroup(nn.Module):
         for i, kind in enumerate(block_types):
             s = stride if i == 0 else 1
             if kind == "conv":
-                block: nn.Module = ConvBottleneck(channels, filters, s, drop_path)
+                block: ConvBottleneck | AxialBlock = ConvBottleneck(channels, filters, s, drop_path)
             elif kind == "axial":
                 if s != 1:
                     raise ArgumentError("axial blocks do not stride; make the first block 'conv'")

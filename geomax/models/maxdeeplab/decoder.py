@@ -34,12 +34,14 @@ class ResizedFuse(nn.Module):
 
     def forward(self, inputs: Sequence[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
         """Fuse non-activated inputs into one (B, out_channels, *size) tensor."""
-        out = None
+        out: torch.Tensor | None = None
         for x, proj in zip(inputs, self.projections):
             y = proj(torch.relu(x))
             if y.shape[-2:] != size:
                 y = F.interpolate(y, size=size, mode="bilinear", align_corners=False)
             out = y if out is None else out + y
+        if out is None:
+            raise ArgumentError("ResizedFuse needs at least one input.")
         return out
 
 

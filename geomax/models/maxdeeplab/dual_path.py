@@ -13,6 +13,8 @@ Following MaX-DeepLab / deeplab2's ``DualPathTransformerLayer``:
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -80,7 +82,7 @@ class DualPathTransformerLayer(nn.Module):
         self.memory_qkv = LinearBN(bottleneck, 2 * key_channels + value_channels, relu=False,
                                    init_std=std)
         self.pixel_qkv = conv_bn(bottleneck, 2 * key_channels + value_channels, 1, relu=False)
-        nn.init.trunc_normal_(self.pixel_qkv[0].weight, std=std)
+        nn.init.trunc_normal_(cast(nn.Conv2d, self.pixel_qkv[0]).weight, std=std)
         self.memory_attention = _AttentionOp(num_heads, value_channels)   # M2P + M2M
         self.pixel_attention = _AttentionOp(num_heads, value_channels)    # P2M
         self.memory_conv3 = LinearBN(value_channels, memory_channels, relu=False, zero_gamma=True)

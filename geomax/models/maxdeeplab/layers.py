@@ -26,13 +26,14 @@ def conv_bn(in_channels: int, out_channels: int, kernel_size: int = 1, stride: i
         Initialise the BN scale to zero (last BN of a residual branch, so each
         residual block starts as the identity).
     """
+    bn = nn.BatchNorm2d(out_channels)
+    if zero_gamma:
+        nn.init.zeros_(bn.weight)
     layers: list[nn.Module] = [
         nn.Conv2d(in_channels, out_channels, kernel_size, stride=stride,
                   padding=kernel_size // 2, groups=groups, bias=False),
-        nn.BatchNorm2d(out_channels),
+        bn,
     ]
-    if zero_gamma:
-        nn.init.zeros_(layers[1].weight)
     if relu:
         layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)

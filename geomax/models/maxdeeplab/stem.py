@@ -2,7 +2,7 @@
 and the rule that adapts a pretrained first convolution to any band count."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Sequence, cast
 
 import torch
 from torch import nn
@@ -38,7 +38,7 @@ class InceptionStem(nn.Module):
     @property
     def first_conv(self) -> nn.Conv2d:
         """The convolution that reads the image bands."""
-        return self.conv1[0]
+        return cast(nn.Conv2d, self.conv1[0])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, bands, H, W) -> non-activated (B, C, H/2, W/2)."""
