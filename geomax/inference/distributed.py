@@ -270,7 +270,8 @@ def predict_raster_distributed(
     jobs = [RasterJob(src, out_r, out_f, overwrite=overwrite)
             for src, (out_r, out_f) in zip(rasters, _outputs(rasters, out_rasters, out_features))]
     local, source = _predictor_source(predictor)
-    tiling = resolve_tiling(tiling, local.chip_size, local.tile_multiple, tile_size=tile_size, overlap=overlap,
+    base = tiling if tiling is not None else local.saved_tiling  # the caller's, else the model's own
+    tiling = resolve_tiling(base, local.chip_size, local.tile_multiple, tile_size=tile_size, overlap=overlap,
                             batch_size=batch_size, block_size=block_size, merge_iou=merge_iou)
     runs = []
     for job in jobs:

@@ -73,7 +73,8 @@ def predict_raster(
         ``instance_id`` 0), fields ``instance_id``, ``class_value``, ``class_name``,
         ``is_thing``, ``confidence`` (mean, 0-100), ``area`` (CRS units); the raster's CRS.
     tiling:
-        Tiling settings (:class:`~geomax.config.TilingConfig`; ``None``: its defaults). The
+        Tiling settings (:class:`~geomax.config.TilingConfig`; ``None``: the predictor's
+        ``saved_tiling``, else the config's defaults). The
         keyword overrides below replace its fields when not ``None``; a tile size left
         ``None`` is the predictor's ``chip_size`` rounded to its ``tile_multiple``, an
         overlap left ``None`` a quarter of the tile.
@@ -123,7 +124,8 @@ def predict_raster(
         An output exists and ``overwrite`` is False.
     """
     predictor = check_predictor(predictor, "predict_raster's predictor")
-    tiling = resolve_tiling(tiling, predictor.chip_size, predictor.tile_multiple, tile_size=tile_size,
+    base = tiling if tiling is not None else predictor.saved_tiling  # the caller's, else the model's own
+    tiling = resolve_tiling(base, predictor.chip_size, predictor.tile_multiple, tile_size=tile_size,
                             overlap=overlap, batch_size=batch_size, merge_iou=merge_iou)
     job = RasterJob(in_raster, out_raster, out_features, overwrite=overwrite)
     job.prepare(predictor, tiling, bands)

@@ -26,6 +26,7 @@ import shapely
 from rasterio.windows import Window
 from scipy import ndimage
 
+from ..config import TilingConfig
 from ..data.classes import ClassTable
 from ..errors import ArgumentError, ModelError
 from ..panoptic import SEGMENT_COLUMNS, PanopticResult
@@ -53,6 +54,10 @@ class TilePredictor(Protocol):
     chip_size:
         Side of the training chips; the default tile size is resolved from it
         (:meth:`geomax.config.TilingConfig.resolve`). ``None``: unknown.
+    saved_tiling:
+        Tiling settings the model carries with it (a saved model's
+        :class:`~geomax.config.TilingConfig`): the base when the caller gives none.
+        ``None``: the config's defaults.
     """
 
     n_bands: int
@@ -60,6 +65,7 @@ class TilePredictor(Protocol):
     band_names: Sequence[str] | None = None
     tile_multiple: int = 1
     chip_size: int | None = None
+    saved_tiling: TilingConfig | None = None
 
     @abstractmethod
     def predict_tiles(self, tiles: np.ndarray, valid: np.ndarray, windows: Sequence[Window] | None = None,
@@ -82,7 +88,7 @@ class TilePredictor(Protocol):
 
 
 _REQUIRED = ("n_bands", "class_table", "predict_tiles")
-_OPTIONAL = ("band_names", "tile_multiple", "chip_size")
+_OPTIONAL = ("band_names", "tile_multiple", "chip_size", "saved_tiling")
 
 
 def check_predictor(obj, what: str = "the predictor") -> TilePredictor:

@@ -241,6 +241,11 @@ class MaXDeepLab:
         return int(self.predictor.tile_multiple)
 
     @property
+    def saved_tiling(self) -> TilingConfig:
+        """Tiling settings saved with the model (the base of :meth:`predict_raster`'s tiling)."""
+        return self.state.tiling
+
+    @property
     def device(self) -> torch.device:
         return next(self.learn.model.parameters()).device
 
@@ -413,7 +418,7 @@ class MaXDeepLab:
         from ..workflows.predict import predict_raster
 
         return predict_raster(self.predictor, in_raster, out_raster, out_features=out_features,
-                              tiling=self.state.tiling, tile_size=tile_size, overlap=overlap,
+                              tile_size=tile_size, overlap=overlap,
                               batch_size=batch_size, **kwargs)
 
     # --------------------------------------------------------------- metrics
@@ -527,8 +532,7 @@ class MaXDeepLab:
             (``class_threshold=0.6``...). Network settings are fixed by the saved weights
             and are refused; an unknown name is an error.
         """
-        from .loading import load_model_state
-        from .maxdeeplab import build_from_config
+        from .loading import build_network, load_model_state
 
         fixed = sorted(set(options) & set(NetworkConfig.field_names()))
         if fixed:
@@ -547,8 +551,7 @@ class MaXDeepLab:
             if data.class_table.values != state.class_table.values:
                 raise DataError(f"The data's classes {data.class_table.names} differ from the model's "
                                 f"{state.class_table.names}.")
-        network = build_from_config(state.network_config)
-        network.load_state_dict(state_dict)
+        network = build_network(state, state_dict)
         model = cls.__new__(cls)
         model._setup(network, state, data)
         return model

@@ -13,6 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..config import TilingConfig
 from ..data.image_io import read_image
 from ..data.normalize import normalize
 from ..errors import InputMismatchError
@@ -62,6 +63,10 @@ class PanopticPredictor(TilePredictor):
     @property
     def chip_size(self) -> int:  # type: ignore[override]
         return int(self.state.chip_size)
+
+    @property
+    def saved_tiling(self) -> TilingConfig:  # type: ignore[override]
+        return self.state.tiling
 
     @property
     def device(self) -> torch.device:

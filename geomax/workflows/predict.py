@@ -55,12 +55,6 @@ def load_predictor(model, **postprocess_options):
     return model
 
 
-def _saved_tiling(predictor) -> TilingConfig | None:
-    """The tiling a model saved with itself (``state.tiling``), if the predictor carries one."""
-    tiling = getattr(getattr(predictor, "state", None), "tiling", None)
-    return tiling if isinstance(tiling, TilingConfig) else None
-
-
 def _given(options: dict) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
@@ -113,7 +107,7 @@ def predict_raster(model, in_raster: str | os.PathLike, out_raster: str | os.Pat
         raise DataError(f"Input raster '{in_raster}' does not exist.")
     predictor = load_predictor(model)
     return run(predictor, in_raster, out_raster, out_features,
-               tiling=tiling if tiling is not None else _saved_tiling(predictor), tile_size=tile_size,
+               tiling=tiling, tile_size=tile_size,
                overlap=overlap, batch_size=batch_size, merge_iou=merge_iou, bands=bands,
                simplify_tolerance=simplify_tolerance, overwrite=overwrite, progress=progress,
                **_given(postprocess_options))
@@ -134,9 +128,9 @@ def predict_raster_distributed(model, in_rasters, out_rasters, out_features=None
     model:
         A saved model (folder, ``.emd``, ``.dlpk``): each worker loads it from the path
         (``functools.partial(geomax.models.loading.load_predictor, path)``), so the path
-        must be readable there (tiling defaults: :class:`~geomax.config.TilingConfig`'s,
-        resolved from the model's chip size); or a loaded TilePredictor (its saved tiling
-        is the base, as in :func:`predict_raster`) or a zero-argument factory of one.
+        must be readable there; or a loaded TilePredictor, or a zero-argument factory of
+        one. Without ``tiling`` the model's saved tiling is the base (its
+        ``saved_tiling``), as in :func:`predict_raster`.
     **postprocess_options:
         :class:`~geomax.config.PostprocessConfig` settings for this run.
 
@@ -159,8 +153,6 @@ def predict_raster_distributed(model, in_rasters, out_rasters, out_features=None
         if not path.exists():
             raise ModelError(f"Model '{path}' does not exist. Give the model folder, its .emd or its .dlpk.")
         predictor = functools.partial(load, str(path))
-    elif tiling is None:
-        tiling = _saved_tiling(model)
     return run(predictor, in_rasters, out_rasters, out_features, tiling=tiling, tile_size=tile_size,
                overlap=overlap, batch_size=batch_size, block_size=block_size, merge_iou=merge_iou, bands=bands,
                simplify_tolerance=simplify_tolerance, overwrite=overwrite, progress=progress, client=client,

@@ -333,3 +333,19 @@ def test_vectorize_raster_reads_back_the_same_features(scene, tmp_path):
     assert np.array_equal(a[key].to_numpy(), b[key].to_numpy())
     assert np.allclose(a.geometry.area, b.geometry.area)
     assert a.geometry.geom_equals(b.geometry).all()
+
+
+def test_the_predictors_saved_tiling_is_the_base_unless_the_caller_gives_one(scene, tmp_path):
+    from geomax.config import TilingConfig
+
+    class WithSavedTiling(OracleTilePredictor):
+        saved_tiling = TilingConfig(tile_size=48, overlap=8)
+
+    predictor = WithSavedTiling((scene.class_map, scene.instance_map), CLASSES)
+    res = predict_raster(predictor, scene.image, tmp_path / "a.tif", progress=False)
+    assert (res.tiling.tile_size, res.tiling.overlap) == (48, 8)
+    res = predict_raster(predictor, scene.image, tmp_path / "b.tif", overlap=4, progress=False)
+    assert (res.tiling.tile_size, res.tiling.overlap) == (48, 4)  # an override replaces one field
+    res = predict_raster(predictor, scene.image, tmp_path / "c.tif", tiling=TilingConfig(tile_size=64),
+                         progress=False)
+    assert res.tiling.tile_size == 64  # the caller's tiling wins
