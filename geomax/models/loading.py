@@ -12,7 +12,7 @@ from pathlib import Path
 from .package import read_model_package
 from .state import ModelState
 
-__all__ = ["load_model_state", "load_predictor"]
+__all__ = ["load_model_state", "load_predictor", "build_network"]
 
 
 def load_model_state(path: str | os.PathLike) -> tuple[ModelState, dict]:
@@ -41,14 +41,21 @@ def load_predictor(path: str | os.PathLike, **postprocess_options):
     """
     import torch
 
-    from .maxdeeplab import build_from_config
     from .predictor import PanopticPredictor
 
     state, state_dict = load_model_state(path)
     if postprocess_options:
         state = state.with_options(postprocess=state.postprocess.replace(**postprocess_options))
-    network = build_from_config(state.network_config)
-    network.load_state_dict(state_dict)
+    network = build_network(state, state_dict)
     if torch.cuda.is_available():
         network.cuda()
     return PanopticPredictor(network, state)
+
+
+def build_network(state: ModelState, state_dict: dict):
+    """The saved architecture of ``state`` rebuilt and loaded with ``state_dict``."""
+    from .maxdeeplab import build_from_config
+
+    network = build_from_config(state.network_config)
+    network.load_state_dict(state_dict)
+    return network

@@ -7,11 +7,11 @@ from pathlib import Path
 
 from ..errors import ArgumentError, OutputExistsError
 
-__all__ = ["check_output_folder"]
+__all__ = ["check_output_folder", "refuse_output_folder"]
 
 
-def check_output_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
-    """Refuse an existing non-empty output folder unless ``overwrite``; then empty it.
+def refuse_output_folder(out_dir: str | os.PathLike, overwrite: bool = False, what: str = "Output folder") -> Path:
+    """Check, without writing anything, that ``out_dir`` may receive outputs; return it as a Path.
 
     Raises
     ------
@@ -22,11 +22,25 @@ def check_output_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> 
     """
     out_dir = Path(out_dir)
     if out_dir.exists() and not out_dir.is_dir():
-        raise ArgumentError(f"'{out_dir}' is a file; give a folder for the outputs.")
+        raise ArgumentError(f"{what} '{out_dir}' is a file; give a folder.")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise OutputExistsError(f"{what} '{out_dir}' exists and is not empty. Choose a new folder or "
+                                "pass --overwrite (overwrite=True) to replace its contents.")
+    return out_dir
+
+
+def check_output_folder(out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Refuse an existing non-empty output folder unless ``overwrite`` (:func:`refuse_output_folder`); then empty it.
+
+    Raises
+    ------
+    OutputExistsError
+        The folder exists, is not empty and ``overwrite`` is False.
+    ArgumentError
+        The path exists and is a file.
+    """
+    out_dir = refuse_output_folder(out_dir, overwrite)
     if out_dir.is_dir() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise OutputExistsError(f"Output folder '{out_dir}' exists and is not empty. Choose a new folder or "
-                                    "pass --overwrite (overwrite=True) to replace its contents.")
         for child in out_dir.iterdir():
             if child.is_dir() and not child.is_symlink():
                 shutil.rmtree(child)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from ..config import LossConfig, NetworkConfig, PostprocessConfig, TrainConfig
-from ..errors import ArgumentError, DataError, OutputExistsError
+from ..errors import ArgumentError, DataError
 
 __all__ = ["resolve_train_config", "prepare", "build_model", "fit_model", "train", "TrainResult"]
 
@@ -149,17 +149,13 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
     import torch
 
     from ..models.maxdeeplab import list_variants
-    from .outputs import check_output_folder
+    from .outputs import check_output_folder, refuse_output_folder
 
     cfg = resolve_train_config(train)
     data_path, out = Path(data_path), Path(out)
     if not data_path.exists():
         raise DataError(f"Training data folder '{data_path}' does not exist.")
-    if out.exists() and not out.is_dir():
-        raise ArgumentError(f"Model folder '{out}' is a file; give a folder for the model.")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
-        raise OutputExistsError(f"Model folder '{out}' exists and is not empty; pass overwrite (--overwrite) "
-                                "or choose another.")
+    refuse_output_folder(out, overwrite, what="Model folder")
     if pretrained is not None and not Path(pretrained).exists():
         raise DataError(f"Pretrained model '{pretrained}' does not exist.")
     if backbone is not None and backbone not in list_variants():
