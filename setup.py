@@ -30,7 +30,7 @@ setup(
         "matplotlib>=3.7",
     ],
     extras_require={
-        "test": ["pytest>=7", "dask[distributed]>=2024.1", "accelerate>=0.26", "ruff>=0.4"],
+        "test": ["pytest>=7", "dask[distributed]>=2024.1", "accelerate>=0.26", "ruff>=0.4", "mypy>=1.8"],
         "dist": ["dask[distributed]>=2024.1", "accelerate>=0.26"],
     },
     entry_points={"console_scripts": ["geomax=geomax.cli:main"]},

@@ -1,7 +1,7 @@
 """How far the learner overfits a handful of chips: PQ on the chips it trained on.
 
 Four 64 px chips of a seeded synthetic scene, ``max_deeplab_tiny``, one batch per
-epoch, one-cycle at lr 3e-3; PQ / PQ_things / PQ_stuff on the same chips after
+epoch, the training config's schedule and peak learning rate; PQ / PQ_things / PQ_stuff on the same chips after
 each block of epochs. Prints a table and writes ``benchmarks/results/bench_overfit.json``.
 
     python benchmarks/bench_overfit.py --epochs 600 --every 100
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from geomax import MaXDeepLab, export_training_data, prepare_data
+from geomax.config import TrainConfig, default_of
 from geomax.data.synthetic import SYNTHETIC_CLASSES, make_scene
 
 
@@ -25,7 +26,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=600)
     parser.add_argument("--every", type=int, default=100, help="evaluate after every N epochs")
     parser.add_argument("--backbone", default="max_deeplab_tiny")
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--lr", type=float, default=default_of(TrainConfig, "lr"),
+                        help="peak learning rate (default: the training config's)")
     parser.add_argument("--output-stride", type=int, default=None,
                         help="network output stride (4 or 2; default: the variant's)")
     args = parser.parse_args()
@@ -42,9 +44,11 @@ def main() -> None:
     print(f"{len(data.train_ds)} chips of 64 px, {args.backbone}, output stride "
           f"{model.learn.model.output_stride}, lr {args.lr:g}")
     print(f"{'epochs':>7s} {'seconds':>8s} {'loss':>7s} {'PQ':>6s} {'PQ_th':>6s} {'PQ_st':>6s}")
+    # the recipe of every block: no checkpoints, no validation split to monitor
+    recipe = TrainConfig(epochs=args.every, lr=args.lr, checkpoint=False, monitor="train_loss")
     for done in range(args.every, args.epochs + 1, args.every):
         with model.learn.no_bar(), model.learn.no_logging():
-            model.fit(args.every, lr=args.lr, checkpoint=False, monitor="train_loss")
+            model.fit(config=recipe)
         m = model.compute_metrics(dl=dl)
         row = {"epochs": done, "seconds": time.time() - t0, "loss": float(model.learn.recorder.losses[-1]),
                "pq": m["all"]["pq"], "pq_things": m["things"]["pq"], "pq_stuff": m["stuff"]["pq"],

@@ -238,8 +238,8 @@ def run_demo(
     return result
 
 
-def _estimate_remaining_steps(model, test_raster, settings: dict, n_valid: int, tile_size, overlap: int
-                              ) -> tuple[float, float]:
+def _estimate_remaining_steps(model, test_raster, settings: dict, n_valid: int, tile_size: int | None,
+                              overlap: int | None) -> tuple[float, float]:
     """Seconds the steps after training will take (predicting the test scene, saving, evaluating, the
     report), and the seconds of one validation pass.
 

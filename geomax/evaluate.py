@@ -230,8 +230,12 @@ def evaluate_raster(
         if pred_src.count < 2:
             raise DataError(f"'{prediction}' has {pred_src.count} band; a panoptic raster has band 1 class Value and "
                             "band 2 instance id (as written by geomax predict).")
-        gdf = ref_src = inst_src = valid_src = None
-        vector_field = None
+        # the reference is either a GeoDataFrame (gdf, vector_field) or a raster (ref_src, optional inst_src)
+        gdf: Any = None
+        ref_src: Any = None
+        inst_src: Any = None
+        valid_src: Any = None
+        vector_field = ""
         if not isinstance(reference, (str, os.PathLike)):
             gdf = reference  # a GeoDataFrame
             ref_path = Path("<GeoDataFrame>")

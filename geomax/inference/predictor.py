@@ -246,6 +246,7 @@ class OracleTilePredictor(TilePredictor):
 
         win_box = box(*bounds(window, self.transform))
         idx = np.sort(self._sindex.query(win_box))
+        assert self._gdf is not None  # set with the spatial index for vector labels
         sub = self._gdf.iloc[idx].copy()
         # clip to the window (grown by a pixel) so rasterising costs what the tile holds, not what the
         # features hold: large stuff polygons span the whole scene

@@ -20,6 +20,7 @@ import os
 from collections import defaultdict
 from itertools import chain
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import shapely
@@ -264,7 +265,7 @@ def write_features(gdf, path: str | os.PathLike, layer: str | None = None) -> No
     if ext == ".parquet":
         gdf.to_parquet(path)
         return
-    kwargs = {"driver": VECTOR_DRIVERS[ext]}
+    kwargs: dict[str, Any] = {"driver": VECTOR_DRIVERS[ext]}
     if ext == ".gpkg" and layer:
         kwargs["layer"] = layer
     if ext in (".gpkg", ".geojson", ".json") and len(gdf):

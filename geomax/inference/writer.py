@@ -64,7 +64,8 @@ def colormap(class_table: ClassTable) -> dict[int, tuple[int, int, int, int]]:
     """GDAL colour table: class Value -> RGBA, 0 (no data) transparent."""
     cmap = {0: (0, 0, 0, 0)}
     for c in class_table:
-        cmap[int(c.value)] = (*(int(x) for x in c.color[:3]), 255)
+        r, g, b = (int(x) for x in c.color[:3])
+        cmap[int(c.value)] = (r, g, b, 255)
     return cmap
 
 

@@ -53,19 +53,11 @@ whose mask covers labelled pixels is hardly pushed toward void, and on chips
 without void pixels the negative term vanishes altogether. ``"none"`` uses
 weight 1 for every unmatched slot (the paper's equation).
 
-Measurement: ``benchmarks/bench_loss.py`` trains ``max_deeplab_tiny`` with each choice
-on the same synthetic chips (a third with no-data borders) from the same initial
-weights for the same number of steps and reports PQ on the training and held-out
-chips; figures in ``benchmarks/results/bench_loss.json`` (``void_weighting``).
-**Default: ``"none"``**, chosen for two reasons that hold whatever the short runs
-show: with ``"official"`` the negative term all but vanishes on chips without
-void, leaving unmatched slots free to keep confident non-void classes (false
-positives after the 0.7 threshold); and with ``"none"`` the loss value does not
-depend on predictions at void pixels at all ("void pixels change nothing").
-Measured (150 steps, 128 px chips, seeds 0 / 1, PQ on the training chips at the
-0.7 threshold): ``"none"`` 0.737 / 0.677, ``"official"`` 0.712 / 0.715 (false
-positives 3 / 3 against 4 / 3): no difference beyond seed noise at this scale, so
-the reasons above decide.
+**Default: ``"none"``**: with ``"official"`` the negative term all but vanishes on chips
+without void, leaving unmatched slots free to keep confident non-void classes (false
+positives after the class threshold); with ``"none"`` the loss does not depend on
+predictions at void pixels at all. The measurement behind the choice is in
+``docs/design.md`` (section 10, negative class term).
 """
 from __future__ import annotations
 
@@ -335,7 +327,7 @@ class MaXDeepLabLoss(nn.Module):
     def forward(self, pred: dict, target: dict) -> torch.Tensor:
         """Weighted sum of :meth:`terms`; the detached terms are kept in :attr:`last_terms`."""
         terms = self.terms(pred, target)
-        total = sum(self.weights[k] * v for k, v in terms.items())
+        total = torch.stack([self.weights[k] * v for k, v in terms.items()]).sum()
         self.last_terms = {k: float(v.detach()) for k, v in terms.items()}
         self.last_terms["total"] = float(total.detach())
         return total

@@ -465,7 +465,9 @@ class MaXDeepLab:
         if thresh is not None:
             thresholds["class_threshold"] = thresh
         post = self.predictor.postprocessor(**thresholds)
-        images, gts, preds = [], [], []
+        images: list[Any] = []
+        gts: list[Any] = []
+        preds: list[Any] = []
         for xb, yb in dl:
             valid = yb[GT_VALID]
             results = post(self.predictor.forward(xb), out_size=tuple(valid.shape[-2:]), valid=valid.to(self.device))

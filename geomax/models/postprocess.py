@@ -156,8 +156,8 @@ class PanopticPostProcessor:
         # not handed to the next kept slot (that would merge a dropped car into its neighbour).
         survives = kept_logits.max(dim=0).values >= logits.max(dim=0).values
         mask_probs = torch.softmax(kept_logits, dim=0)  # softmax over the kept slots only
-        win_prob, win = mask_probs.max(dim=0)
-        win_prob, win = win_prob.cpu().numpy(), win.cpu().numpy()
+        win_prob_t, win_t = mask_probs.max(dim=0)
+        win_prob, win = win_prob_t.cpu().numpy(), win_t.cpu().numpy()
         slot_cls = best_cls[keep].cpu().numpy()
         slot_prob = best_prob[keep].cpu().numpy()
 

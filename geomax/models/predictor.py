@@ -13,7 +13,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..config import TilingConfig
+from ..config import PostprocessConfig, TilingConfig
 from ..data.image_io import read_image
 from ..data.normalize import normalize
 from ..errors import InputMismatchError
@@ -45,7 +45,7 @@ class PanopticPredictor(TilePredictor):
         self.network = network
         self.state = state
         self._post: PanopticPostProcessor | None = None
-        self._post_config = None
+        self._post_config: PostprocessConfig | None = None
 
     # ---- TilePredictor members --------------------------------------------------------
     @property

@@ -131,7 +131,7 @@ class MaXDeepLabNetwork(nn.Module):
         at the output stride, as deeplab2 does with a stacked decoder or its
         auxiliary semantic decoder: per-pixel class supervision at high
         resolution, which small objects need) or ``"backbone"`` (the stride-16
-        backbone output, resized; models saved before this option existed).
+        backbone output, resized; what a saved config without this key rebuilds).
     output_stride : int
         Resolution of masks, pixel features and semantic logits: 4 (the paper),
         2 (one more decoder fusion with the stem feature; small objects such as

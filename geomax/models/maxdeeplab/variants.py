@@ -79,7 +79,7 @@ def get_variant(variant: str, **overrides: Any) -> NetworkConfig:
 
 def build_maxdeeplab(variant: str, in_channels: int, num_classes: int,
                      pretrained_path: str | os.PathLike | None = None,
-                     **overrides: Any) -> nn.Module:
+                     **overrides: Any) -> MaXDeepLabNetwork:
     """Build a MaX-DeepLab network from a named variant.
 
     Parameters
@@ -118,8 +118,9 @@ def build_maxdeeplab(variant: str, in_channels: int, num_classes: int,
     return model
 
 
-#: Settings of configs written before ``output_stride`` and ``semantic_feature`` existed
-#: (stride-4 networks whose semantic head reads the backbone; see docs/design.md).
+#: Values of ``output_stride`` and ``semantic_feature`` for a saved network config that does
+#: not record them: such a network is stride 4 with its semantic head on the backbone
+#: (docs/design.md, output stride).
 _BEFORE_STRIDE_OPTIONS = {"output_stride": 4, "semantic_feature": "backbone"}
 
 

@@ -1,0 +1,111 @@
+"""Tests of geomax.models.callbacks on a toy fastai learner (a linear model, no geomax data)."""
+import json
+import time
+
+import pytest
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback
+from fastai.callback.schedule import fit_one_cycle  # noqa: F401  (adds Learner.fit_one_cycle)
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner
+from torch import nn
+from torch.utils.data import TensorDataset
+
+from geomax.errors import ArgumentError, ModelError
+from geomax.models.callbacks import (
+    LastEpochCheckpoint,
+    TimeBudget,
+    _SkipsResumedEpochs,
+    clock,
+    without_progress_table,
+)
+
+
+class _SlowBatches(Callback):
+    """Make every training batch take a little wall-clock time, and record pct_train."""
+
+    def __init__(self, pause: float = 0.02):
+        self.pause, self.pcts = pause, []
+
+    def after_batch(self):
+        if self.training:
+            time.sleep(self.pause)
+            self.pcts.append(float(self.learn.pct_train))
+
+
+def _learner(path, seed: int = 0) -> Learner:
+    torch.manual_seed(seed)
+    x = torch.randn(32, 3)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+    ds = TensorDataset(x, y)
+    dls = DataLoaders.from_dsets(ds, ds, bs=8, device="cpu")
+    return Learner(dls, nn.Linear(3, 1), loss_func=nn.MSELoss(), path=path, model_dir="models")
+
+
+def test_clock_formats_minutes_and_seconds():
+    assert clock(0) == "0:00" and clock(61) == "1:01" and clock(600.4) == "10:00"
+
+
+@pytest.mark.parametrize("seconds", [0, -1.0, float("nan")])
+def test_time_budget_must_be_positive(seconds):
+    with pytest.raises(ArgumentError, match="budget must be positive"):
+        TimeBudget(seconds)
+
+
+def test_time_budget_stops_training_and_drives_the_schedule(tmp_path):
+    learn = _learner(tmp_path)
+    budget, slow = TimeBudget(0.5, verbose=False), _SlowBatches()
+    with without_progress_table(learn):
+        learn.fit_one_cycle(1000, 1e-2, cbs=[budget, slow])  # 1000 epochs would take far more than the budget
+    assert 1 <= budget.epochs_done < 1000
+    assert len(learn.recorder.values) == budget.epochs_done  # every epoch run was validated and recorded
+    assert budget.epoch_ends[-1] == len(budget.batch_losses) == len(slow.pcts)
+    assert all(0.0 <= p < 1.0 for p in slow.pcts) and slow.pcts == sorted(slow.pcts)  # progress follows the clock
+    assert slow.pcts[-1] > 0.5  # the one-cycle schedule ran through most of its course
+
+
+def test_last_epoch_checkpoint_saves_and_restores(tmp_path):
+    learn = _learner(tmp_path)
+    with without_progress_table(learn):
+        learn.fit(2, 1e-2, cbs=[LastEpochCheckpoint("last")])
+    meta = json.loads((tmp_path / "models" / "last.json").read_text())
+    assert meta == {"epochs_done": 2, "n_epoch": 2}
+    other = _learner(tmp_path, seed=1)
+    assert not torch.equal(other.model.weight, learn.model.weight)
+    assert LastEpochCheckpoint("last").restore(other) == 2
+    assert torch.equal(other.model.weight, learn.model.weight)
+
+
+def test_restore_without_a_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelError, match="No checkpoint to resume from"):
+        LastEpochCheckpoint("missing").restore(_learner(tmp_path))
+
+
+def test_resumable_trackers_ignore_the_skipped_epochs():
+    class Tracker:
+        def __init__(self):
+            self.seen = []
+
+        def after_epoch(self):
+            self.seen.append(self.epoch)
+
+    class Probe(_SkipsResumedEpochs, Tracker):
+        pass
+
+    probe = Probe()
+    probe.start_epoch = 2
+    for epoch in range(4):
+        probe.epoch = epoch
+        probe.after_epoch()
+    assert probe.seen == [2, 3]
+
+
+def test_without_progress_table_restores_the_learner(tmp_path):
+    learn = _learner(tmp_path)
+    logger = learn.logger
+    assert any(isinstance(cb, ProgressCallback) for cb in learn.cbs)
+    with without_progress_table(learn):
+        assert not any(isinstance(cb, ProgressCallback) for cb in learn.cbs)
+        assert learn.logger is not logger
+    assert any(isinstance(cb, ProgressCallback) for cb in learn.cbs) and learn.logger is logger
