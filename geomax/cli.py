@@ -63,7 +63,8 @@ def _add_tool_command(sub, tool: Tool) -> None:
 def _cmd_info(args) -> int:
     path = Path(args.path)
     if not path.exists():
-        raise DataError(f"Path '{path}' does not exist.")
+        raise DataError(f"Path '{path}' does not exist. Check the path of the model, training data or raster "
+                        "(relative paths start from the current folder).")
     print(describe_path(path))
     return 0
 

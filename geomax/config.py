@@ -89,7 +89,7 @@ class Config:
         try:
             check_known(values, cls.field_names(), cls.kind)
         except ArgumentError as exc:
-            raise ArgumentError(f"{exc} (in {source})" if source else str(exc)) from None
+            raise ArgumentError(f"{exc} (in {source}: check the settings there)" if source else str(exc)) from None
         kwargs = {k: (tuple(v) if isinstance(v, list) else v) for k, v in values.items()}
         return cls(**kwargs)
 

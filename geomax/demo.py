@@ -12,14 +12,15 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from .errors import ArgumentError
-from .workflows.outputs import check_output_folder
+from .publish import check_replaceable, publish_folder, scratch_folder
 
-__all__ = ["run_demo", "DEMO_SEED", "DEMO_DEFAULTS", "QUICK_DEFAULTS", "check_output_folder", "demo_train_config"]
+__all__ = ["run_demo", "DEMO_SEED", "DEMO_DEFAULTS", "QUICK_DEFAULTS", "demo_train_config"]
 
 #: Seed of the demo's training scene (test scene: seed + 1000); see run_demo.
 DEMO_SEED = 11
@@ -139,7 +140,30 @@ def run_demo(
         if value is not None:
             settings[key] = value
     _check_settings(settings)
-    out = check_output_folder(out_dir, overwrite=overwrite)
+    out = check_replaceable(out_dir, overwrite, "demo", "demo folder")
+    work = scratch_folder(out)  # the run writes here; moved to ``out`` when complete
+    try:
+        result = _run_demo(work, out, settings, seed, backbone, tile_size, overlap, num_threads, verbose)
+        publish_folder(work, out, "demo")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    if verbose:
+        from .evaluate import format_metrics
+        from .models.callbacks import clock
+
+        print("\n" + format_metrics(result["metrics"]))
+        print(f"\nPQ on the test scene: {100 * result['metrics']['all']['pq']:.1f}   "
+              f"total time {clock(result['timings']['total'])}")
+        print("\nOutputs:")
+        for key in ("report", "prediction_raster", "prediction_features", "model", "metrics", "chips",
+                    "test_raster", "test_labels"):
+            print(f"  {key:<20} {result['paths'][key]}")
+    return result
+
+
+def _run_demo(work: Path, out: Path, settings: dict, seed: int, backbone, tile_size, overlap, num_threads,
+              verbose: bool) -> dict:
+    """The demo's steps, writing under ``work``; the paths reported are those under ``out``."""
     t_start = time.monotonic()
     timings: dict[str, float] = {}
 
@@ -150,20 +174,21 @@ def run_demo(
     torch.manual_seed(seed)
 
     from .data.synthetic import CLASS_FIELD, make_scene
-    from .evaluate import evaluate_raster, format_metrics
+    from .evaluate import evaluate_raster
     from .models.callbacks import clock
     from .report import write_demo_report
     from .workflows.export import export
     from .workflows.train import build_model, fit_model, prepare, resolve_train_config
 
-    data_dir = out / "data"
+    data_dir = work / "data"
     paths: dict[str, Path] = {
         "train_raster": data_dir / "train_scene.tif", "train_labels": data_dir / "train_labels.gpkg",
         "test_raster": data_dir / "test_scene.tif", "test_labels": data_dir / "test_labels.gpkg",
-        "chips": out / "chips", "model": out / "model",
-        "prediction_raster": out / "test_panoptic.tif", "prediction_features": out / "test_panoptic.gpkg",
-        "metrics": out / "metrics.json", "report": out / "report.html",
+        "chips": work / "chips", "model": work / "model",
+        "prediction_raster": work / "test_panoptic.tif", "prediction_features": work / "test_panoptic.gpkg",
+        "metrics": work / "metrics.json", "report": work / "report.html",
     }
+    final = {k: str(out / v.relative_to(work)) for k, v in paths.items()}  # where the outputs will be
     with _Timer(timings, "make synthetic scenes", verbose):
         make_scene(paths["train_raster"], paths["train_labels"], size=settings["scene_size"], seed=seed,
                    bands=settings["bands"])
@@ -202,8 +227,7 @@ def run_demo(
         fit_model(model, train_config, valid_estimate=valid_estimate, log=print if verbose else _silent)
         budget = model.last_budget
     with _Timer(timings, "save model", verbose):
-        model_folder = model.save(paths["model"])
-        paths["model"] = Path(model_folder)
+        model.save(paths["model"])
     with _Timer(timings, "predict test scene", verbose):
         model.predict_raster(paths["test_raster"], paths["prediction_raster"], out_features=paths["prediction_features"],
                              tile_size=tile_size, overlap=overlap, progress=False)
@@ -218,23 +242,16 @@ def run_demo(
                           "training chips / validation chips": f"{n_train} / {n_valid}",
                           "epochs / batches trained": f"{training['epochs']} / {training['batches']}",
                           "torch threads": torch.get_num_threads()}
-        files = {k: str(v) for k, v in paths.items() if k != "report"}
+        files = {k: v for k, v in final.items() if k != "report"}
         write_demo_report(paths["report"], metrics, model.class_table, paths["test_raster"],
                           paths["prediction_raster"], paths["test_labels"], history=training["history"],
                           batch_losses=budget.batch_losses, epoch_ends=budget.epoch_ends, timings=timings_before_report, settings=settings_shown,
                           files=files)
     timings["total"] = time.monotonic() - t_start
-    result = {"paths": {k: str(v) for k, v in paths.items()}, "metrics": metrics, "timings": timings,
+    result = {"paths": final, "metrics": metrics, "timings": timings,
               "settings": {**settings, "backbone": model.backbone, "seed": seed},
               "train_config": train_config.to_dict(), "training": training}
     paths["metrics"].write_text(json.dumps(result, indent=2, default=_json_default))
-    if verbose:
-        print("\n" + format_metrics(metrics))
-        print(f"\nPQ on the test scene: {100 * metrics['all']['pq']:.1f}   total time {clock(timings['total'])}")
-        print("\nOutputs:")
-        for key in ("report", "prediction_raster", "prediction_features", "model", "metrics", "chips",
-                    "test_raster", "test_labels"):
-            print(f"  {key:<20} {paths[key]}")
     return result
 
 

@@ -28,3 +28,7 @@ class OutputExistsError(GeomaxError):
 
 class ArgumentError(GeomaxError, ValueError):
     """A function argument has an invalid value."""
+
+
+class OutputError(GeomaxError, OSError):
+    """An output could not be written (disk full, read-only folder, ...); nothing the user had was changed."""

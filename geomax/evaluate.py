@@ -84,12 +84,14 @@ def load_class_table(source) -> ClassTable:
             with zipfile.ZipFile(path) as zf:
                 names = [n for n in zf.namelist() if n.endswith(".emd")]
                 if not names:
-                    raise DataError(f"'{path}' holds no .emd file; it is not a model package.")
+                    raise DataError(f"'{path}' holds no .emd file; it is not a model package. Give the .dlpk that "
+                                    "geomax or ArcGIS saved (or its model folder / .emd).")
                 emd = json.loads(zf.read(names[0]).decode("utf-8"))
         else:
             emd = json.loads(path.read_text())
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"Cannot read classes from '{path}' ({exc}). Is it a valid .emd / .dlpk?") from exc
+        raise DataError(f"Cannot read classes from '{path}' ({exc}). Is it a valid .emd / .dlpk? Check that it is "
+                        "an .emd (JSON) or .dlpk (zip) that is not cut short; save or copy it again.") from exc
     return ClassTable.from_emd(emd, source=str(path))
 
 
@@ -116,11 +118,13 @@ def _open_raster(path: Path, what: str):
     import rasterio
 
     if not path.exists():
-        raise DataError(f"The {what} '{path}' does not exist.")
+        raise DataError(f"The {what} '{path}' does not exist. Check the path (relative paths start from the "
+                        "current folder).")
     try:
         return rasterio.open(path)
     except rasterio.errors.RasterioIOError as exc:
-        raise DataError(f"Cannot read the {what} '{path}' ({exc}). Is it a valid raster?") from exc
+        raise DataError(f"Cannot read the {what} '{path}' ({exc}). Is it a valid raster? Check that it is a raster "
+                        "GDAL reads (GeoTIFF, ...), not cut short; re-export or re-download it.") from exc
 
 
 def _same_grid(a, b) -> bool:
@@ -229,7 +233,8 @@ def evaluate_raster(
         class_table = load_class_table(class_table)
         if pred_src.count < 2:
             raise DataError(f"'{prediction}' has {pred_src.count} band; a panoptic raster has band 1 class Value and "
-                            "band 2 instance id (as written by geomax predict).")
+                            "band 2 instance id (as written by geomax predict). Pass the panoptic raster that "
+                            "geomax predict wrote (to score an image, evaluate it with a model instead).")
         # the reference is either a GeoDataFrame (gdf, vector_field) or a raster (ref_src, optional inst_src)
         gdf: Any = None
         ref_src: Any = None
@@ -242,7 +247,8 @@ def evaluate_raster(
         else:
             ref_path = Path(reference)
             if not ref_path.exists():
-                raise DataError(f"The reference labels '{ref_path}' do not exist.")
+                raise DataError(f"The reference labels '{ref_path}' do not exist. Check the path (relative paths "
+                                "start from the current folder).")
         if gdf is not None or _is_vector(ref_path):
             gdf = _read_reference_vector(gdf, ref_path, pred_src)
             vector_field = _pick_class_field(gdf, class_field, ref_path)
@@ -263,7 +269,8 @@ def evaluate_raster(
                 stack.append(inst_src)
                 if not _same_grid(pred_src, inst_src):
                     raise InputMismatchError(f"The reference instance raster '{reference_instances}' is not on the "
-                                             "prediction's grid.")
+                                             "prediction's grid. Resample it onto the prediction's grid (same size, "
+                                             "transform and CRS as the reference raster).")
         if valid_raster is not None:
             valid_src = _open_raster(Path(valid_raster), "valid-pixel raster")
             stack.append(valid_src)
@@ -301,7 +308,8 @@ def evaluate_raster(
             evaluator.update(pred_class, pred_inst, gt_class, np.asarray(gt_inst, dtype=np.int64))
         metrics = evaluator.compute()
     except rasterio.errors.RasterioIOError as exc:
-        raise DataError(f"Reading the rasters failed ({exc}).") from exc
+        raise DataError(f"Reading the rasters failed ({exc}). Check that the prediction and reference rasters are "
+                        "complete and readable (not cut short or still being written), then retry.") from exc
     finally:
         for src in stack:
             src.close()
@@ -340,17 +348,20 @@ def _read_reference_vector(gdf, path: Path, pred_src):
     import geopandas as gpd
     import shapely
 
+    from .data.labels import clean_label_geometries
+
     if gdf is None:
         try:
             gdf = gpd.read_file(path)
         except Exception as exc:  # pyogrio raises several types for unreadable files
-            raise DataError(f"Cannot read the reference labels '{path}' ({exc}). Is it a vector file?") from exc
+            raise DataError(f"Cannot read the reference labels '{path}' ({exc}). Is it a vector file? Use a vector "
+                            "format geopandas reads (GeoPackage, shapefile, GeoJSON) or a label raster.") from exc
     if gdf.crs is None:
         raise DataError(f"The reference labels '{path}' have no CRS. Define their CRS (e.g. in a GIS) and retry.")
     if pred_src.crs is not None and gdf.crs != pred_src.crs:
         gdf = gdf.to_crs(pred_src.crs)
     left, bottom, right, top = pred_src.bounds
-    gdf = gdf[~gdf.geometry.isna() & ~gdf.geometry.is_empty]
+    gdf = clean_label_geometries(gdf, f"The reference labels '{path}'", stacklevel=4)
     gdf = gdf[gdf.intersects(shapely.box(left, bottom, right, top))]
     if len(gdf) == 0:
         raise DataError(f"No reference label of '{path}' overlaps the prediction raster (bounds "

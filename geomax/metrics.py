@@ -131,7 +131,8 @@ class PanopticEvaluator:
         gc, gi = _as_int_map(gt_class_map, "gt_class_map"), _as_int_map(gt_instance_map, "gt_instance_map")
         if not (pc.shape == pi.shape == gc.shape == gi.shape):
             raise ArgumentError(f"All four maps must have the same shape; got pred {pc.shape}/{pi.shape}, "
-                                f"gt {gc.shape}/{gi.shape}.")
+                                f"gt {gc.shape}/{gi.shape}. Pass the prediction and ground truth of the same image "
+                                "window (crop or resample them to one grid).")
         p_seg, p_cls = self._segment_ids(self._indices(pc, "pred_class_map"), pi, self._is_thing)
         g_seg, g_cls = self._segment_ids(self._indices(gc, "gt_class_map"), gi, self._is_thing)
         n_p, n_g = len(p_cls), len(g_cls)
@@ -170,7 +171,8 @@ class PanopticEvaluator:
     def merge(self, other: "PanopticEvaluator") -> "PanopticEvaluator":
         """Add another evaluator's counts (same class table) into this one; returns self."""
         if other.class_table.to_dict() != self.class_table.to_dict():
-            raise ArgumentError("Cannot merge panoptic evaluators built with different class tables.")
+            raise ArgumentError("Cannot merge panoptic evaluators built with different class tables. Build every "
+                                "evaluator with the same class table (use the model's).")
         self.tp += other.tp
         self.fp += other.fp
         self.fn += other.fn
@@ -288,9 +290,11 @@ class MaskAPEvaluator:
 
         gc, gi = _as_int_map(gt_class_map, "gt_class_map"), _as_int_map(gt_instance_map, "gt_instance_map")
         if gc.shape != gi.shape or (shape is not None and tuple(shape) != gc.shape):
-            raise ArgumentError(f"Prediction and ground-truth maps differ in shape: {shape}, {gc.shape}, {gi.shape}.")
+            raise ArgumentError(f"Prediction and ground-truth maps differ in shape: {shape}, {gc.shape}, {gi.shape}. "
+                                "Pass the prediction and ground truth of the same image window.")
         if len(pred_masks) != len(pred_scores) or len(pred_masks) != len(pred_class_values):
-            raise ArgumentError("pred_masks, pred_scores and pred_class_values must have the same length.")
+            raise ArgumentError("pred_masks, pred_scores and pred_class_values must have the same length. Give one "
+                                "score and one class Value per predicted mask.")
         img_id = len(self._images) + 1
         self._images.append({"id": img_id, "height": gc.shape[0], "width": gc.shape[1]})
         thing_values = set(self.class_table.thing_values)
@@ -317,7 +321,8 @@ class MaskAPEvaluator:
                 continue
             m = np.asarray(m, dtype=bool)
             if m.shape != gc.shape:
-                raise ArgumentError(f"A predicted mask has shape {m.shape}, the ground truth {gc.shape}.")
+                raise ArgumentError(f"A predicted mask has shape {m.shape}, the ground truth {gc.shape}. Pass masks "
+                                    "of the ground truth's size (crop any padding off).")
             if not m.any():
                 continue
             self._dts.append({"id": len(self._dts) + 1, "image_id": img_id, "category_id": int(v),

@@ -68,7 +68,7 @@ def test_bad_arguments_give_one_line_and_exit_2(scene, tmp_path, capsys):
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "file.txt").write_text("keep me")
     err = _one_line_error(capsys, main(["demo", "--out", str(tmp_path / "busy")]))
-    assert "--overwrite" in err and (tmp_path / "busy" / "file.txt").read_text() == "keep me"
+    assert "not a folder geomax wrote" in err and (tmp_path / "busy" / "file.txt").read_text() == "keep me"
     assert "--minutes" in _one_line_error(capsys, main(["demo", "--out", str(tmp_path / "d"), "--minutes", "-1"]))
     assert "does not exist" in _one_line_error(capsys, main(["info", str(tmp_path / "nothing")]))
     assert "does not exist" in _one_line_error(capsys, main(["predict", str(tmp_path / "nomodel"), str(scene.raster),
@@ -116,7 +116,7 @@ def test_evaluate_perfect_raster_and_json(scene, tmp_path, capsys):
     assert metrics["all"]["pq"] == pytest.approx(1.0)
     # the JSON is not overwritten without --overwrite
     rc = main(["evaluate", str(pred), str(scene.labels), "--classes", "synthetic", "--json", str(tmp_path / "pq.json")])
-    assert "already exists" in _one_line_error(capsys, rc)
+    assert "exists. Choose another name, or pass --overwrite" in _one_line_error(capsys, rc)
 
 
 def test_train_predict_evaluate_info_with_a_tiny_model(trained_model, scene, tmp_path, capsys):
@@ -142,7 +142,7 @@ def test_train_predict_evaluate_info_with_a_tiny_model(trained_model, scene, tmp
         assert np.array_equal(a.read(1) > 0, b.read(1) > 0)  # the same pixels are labelled
     # predicting again onto existing outputs needs --overwrite
     rc = main(["predict", str(trained_model), str(scene.raster), str(out_tif)])
-    assert "already exists" in _one_line_error(capsys, rc)
+    assert "exists. Choose another name, or pass --overwrite" in _one_line_error(capsys, rc)
     capsys.readouterr()
     assert main(["evaluate", str(out_tif), str(scene.labels), "--image", str(scene.raster), "--quiet",
                  "--json", str(tmp_path / "m.json")]) == 0
@@ -161,7 +161,7 @@ def test_train_refuses_a_non_empty_model_folder_before_training(chips, tmp_path,
     out.mkdir()
     (out / "old.txt").write_text("x")
     rc = main(["train", str(chips), "--out", str(out), "--backbone", "max_deeplab_tiny", "--epochs", "1"])
-    assert "not empty" in _one_line_error(capsys, rc)
+    assert "not a folder geomax wrote" in _one_line_error(capsys, rc)
     rc = main(["train", str(chips), "--out", str(tmp_path / "m2"), "--epochs", "1", "--minutes", "1"])
     assert "either --epochs or --minutes" in _one_line_error(capsys, rc)
     rc = main(["train", str(chips), "--out", str(tmp_path / "m3"), "--backbone", "max_deeplab_huge"])

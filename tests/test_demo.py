@@ -5,7 +5,7 @@ import time
 import pytest
 import torch
 
-from geomax.demo import check_output_folder, run_demo
+from geomax.demo import run_demo
 from geomax.errors import ArgumentError, OutputExistsError
 from geomax.models.callbacks import TimeBudget
 
@@ -84,20 +84,17 @@ def test_time_budget_rejects_non_positive_budget():
         TimeBudget(0)
 
 
-def test_check_output_folder(tmp_path):
+def test_demo_refuses_a_folder_it_did_not_write(tmp_path):
     out = tmp_path / "run"
-    assert check_output_folder(out) == out and out.is_dir()
-    (out / "sub").mkdir()
-    (out / "sub" / "a.txt").write_text("a")
+    out.mkdir()
     (out / "b.txt").write_text("b")
-    with pytest.raises(OutputExistsError, match="overwrite"):
-        check_output_folder(out)
-    assert (out / "b.txt").exists()
-    check_output_folder(out, overwrite=True)
-    assert out.is_dir() and not any(out.iterdir())
+    for overwrite in (False, True):
+        with pytest.raises(OutputExistsError, match="not a folder geomax wrote"):
+            run_demo(out, overwrite=overwrite, quick=True)
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["b.txt", "run"]
     (tmp_path / "file").write_text("x")
-    with pytest.raises(ArgumentError):
-        check_output_folder(tmp_path / "file")
+    with pytest.raises(ArgumentError, match="is a file"):
+        run_demo(tmp_path / "file", quick=True)
 
 
 def test_run_demo_rejects_bad_settings_before_writing(tmp_path):

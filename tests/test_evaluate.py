@@ -168,3 +168,24 @@ def test_load_class_table_from_export_emd(tmp_path):
     assert table.thing_names == ["building", "tree", "vehicle"]
     with pytest.raises(DataError):
         load_class_table(tmp_path / "nothing_here")
+
+
+def test_reference_vectors_with_invalid_and_null_geometries_are_repaired_with_a_warning(scene, tmp_path):
+    import geopandas as gpd
+    import pandas as pd
+    from shapely.geometry import Polygon
+
+    info, cm, im = scene
+    gdf = gpd.read_file(info.labels)
+    row = gdf.index[gdf[CLASS_FIELD] == "building"][0]
+    ring = list(gdf.geometry[row].exterior.coords)
+    spike = (ring[0][0] + 0.3, ring[0][1] + 0.3)
+    gdf.loc[row, "geometry"] = Polygon([ring[0], spike] + ring[:-1])  # out and back: a self-intersecting ring
+    assert not gdf.geometry[row].is_valid
+    gdf = pd.concat([gdf, gpd.GeoDataFrame({CLASS_FIELD: ["building"]}, geometry=[None], crs=gdf.crs)],
+                    ignore_index=True)
+    pred = _write_panoptic(tmp_path / "pred.tif", info, cm, im)
+    with pytest.warns(UserWarning, match="1 feature had invalid geometries, repaired with make_valid; "
+                                         "1 null/empty geometry dropped"):
+        metrics = evaluate_raster(pred, gdf, class_table="synthetic", progress=False)
+    assert metrics["all"]["pq"] == pytest.approx(1.0)  # the repaired building is scored as drawn

@@ -65,12 +65,15 @@ class ClassTable:
     def __post_init__(self) -> None:
         values = [c.value for c in self.classes]
         if len(set(values)) != len(values):
-            raise DataError(f"Duplicate class Values in the class table: {values}. Each class needs a unique Value.")
+            raise DataError(f"Duplicate class Values in the class table: {values}. Each class needs a unique Value: "
+                            "check the 'Classes' list of the .emd, or the values given.")
         if any(v == 0 for v in values):
-            raise DataError("Class Value 0 is reserved for no data / unlabeled. Renumber the classes from 1.")
+            raise DataError("Class Value 0 is reserved for no data / unlabeled. Renumber the classes from 1 "
+                            "(Values must be at least 1).")
         names = [c.name for c in self.classes]
         if len(set(names)) != len(names):
-            raise DataError(f"Duplicate class names in the class table: {names}.")
+            raise DataError(f"Duplicate class names in the class table: {names}. Give each class a unique name "
+                            "(check the 'Classes' list of the .emd, or the names given).")
 
     # ---- sizes and lists -------------------------------------------------
     @property
@@ -114,7 +117,8 @@ class ClassTable:
         for i, c in enumerate(self.classes, start=1):
             if c.value == value:
                 return i
-        raise DataError(f"Class Value {value} is not in the class table (Values: {self.values}).")
+        raise DataError(f"Class Value {value} is not in the class table (Values: {self.values}). Use one of those "
+                        "Values, or add the class to the class table.")
 
     def index_of_name(self, name: str) -> int:
         """Model index (1..C) of a class name."""
@@ -180,7 +184,8 @@ class ClassTable:
                 value = int(c["Value"])
                 name = str(c.get("Name", f"class_{value}"))
             except (KeyError, TypeError, ValueError) as exc:
-                raise DataError(f"{source}: class entry {c!r} has no integer 'Value'.") from exc
+                raise DataError(f"{source}: class entry {c!r} has no integer 'Value'. Give every entry of "
+                                "'Classes' an integer Value (1, 2, ...), or re-export the training data.") from exc
             color = c.get("Color")
             color = _rgb(color) if color else default_color(i)
             classes.append(ClassInfo(value, name, color, value in thing_values or name in thing_names))
@@ -198,7 +203,8 @@ class ClassTable:
         things = set(things)
         unknown = things - set(names)
         if unknown:
-            raise DataError(f"Thing classes {sorted(unknown)} are not among the classes {list(names)}.")
+            raise DataError(f"Thing classes {sorted(unknown)} are not among the classes {list(names)}. Name thing "
+                            "classes exactly as in the class list (check spelling and case).")
         values = list(values) if values is not None else list(range(1, len(names) + 1))
         return cls([
             ClassInfo(int(v), str(n), _rgb(colors[i]) if colors else default_color(i), n in things)

@@ -16,6 +16,7 @@ from ..common import GT_CLASSES, GT_IS_THING, GT_MASKS, GT_SEMANTIC, GT_VALID
 from ..errors import ArgumentError, DataError
 from .classes import ClassTable
 from .esri_layout import ChipRecord
+from .image_io import read_valid_pixels
 from .normalize import BandStats, normalize
 from .transforms import Sample, crop_or_pad
 
@@ -45,8 +46,11 @@ def _read(path: Path, indexes=None) -> np.ndarray:
 
 
 def read_chip_image(chip: ChipRecord, band_indices: Sequence[int] | None) -> tuple[np.ndarray, np.ndarray]:
-    """Raw image (bands, H, W) float32 and validity (H, W) of a chip; ``band_indices`` are 0-based."""
-    from rasterio.enums import MaskFlags
+    """Raw image (bands, H, W) float32 and validity (H, W) of a chip; ``band_indices`` are 0-based.
+
+    A pixel is valid only if it is valid in every band read
+    (:func:`geomax.data.image_io.valid_pixels`); NaN and infinite values are set to 0.
+    """
     from rasterio.errors import RasterioIOError
 
     with _open(chip.image) as ds:
@@ -56,22 +60,11 @@ def read_chip_image(chip: ChipRecord, band_indices: Sequence[int] | None) -> tup
         idx = [b + 1 for b in band_indices] if band_indices is not None else list(range(1, ds.count + 1))
         try:
             raw = ds.read(idx)
-            if ds.nodata is not None:
-                nd = ds.nodata
-                all_raw = raw if band_indices is None else ds.read()
-                invalid = np.isnan(all_raw).all(0) if np.isnan(nd) else (all_raw == nd).all(0)
-                valid = ~invalid
-            elif any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in ds.mask_flag_enums):
-                valid = ds.dataset_mask() > 0
-            else:
-                valid = np.ones(raw.shape[1:], bool)
+            valid = read_valid_pixels(ds, idx, raw)
         except (RasterioIOError, OSError, ValueError) as exc:
             raise DataError(f"{chip.image} cannot be read ({exc}). The file may be corrupt: re-export the data.") from exc
     image = raw.astype(np.float32)
-    if image.dtype.kind == "f":
-        finite = np.isfinite(image).all(0)
-        valid &= finite
-        image[:, ~finite] = 0
+    image[:, ~np.isfinite(image).all(0)] = 0
     return image, valid
 
 
@@ -246,7 +239,8 @@ def panoptic_from_target(target: dict, index=None, class_table: ClassTable | Non
     if isinstance(index, ClassTable):
         index, class_table = None, index
     if class_table is None:
-        raise ArgumentError("panoptic_from_target needs the class table: panoptic_from_target(target, i, class_table).")
+        raise ArgumentError("panoptic_from_target needs the class table: panoptic_from_target(target, i, class_table). "
+                            "Pass the data's class table (data.class_table).")
     if index is not None:
         target = {k: target[k][int(index)] for k in (GT_MASKS, GT_CLASSES, GT_VALID) if k in target}
 

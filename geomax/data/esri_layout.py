@@ -39,6 +39,8 @@ MAP_FILE = "map.txt"
 EMD_FILE = "esri_model_definition.emd"
 STATS_FILE = "esri_accumulated_stats.json"
 STATS_TXT = "stats.txt"
+#: Every entry an export writes at its top level.
+EXPORT_ENTRIES = (IMAGES_DIR, LABELS_DIR, INSTANCES_DIR, MAP_FILE, EMD_FILE, STATS_FILE, STATS_TXT)
 IMAGE_SUFFIXES = (".tif", ".tiff", ".png", ".jpg", ".jpeg", ".mrf")
 
 
@@ -179,7 +181,8 @@ def read_export(path) -> ExportLayout:
     elif has_images:
         pairs = _pairs_from_folders(root)
     else:
-        raise DataError(f"{root} has neither {MAP_FILE} nor an {IMAGES_DIR}/ folder: there are no chips to read.")
+        raise DataError(f"{root} has neither {MAP_FILE} nor an {IMAGES_DIR}/ folder: there are no chips to read. "
+                        "Give the folder that Export Training Data wrote (the one holding images/ and the .emd).")
     if not pairs:
         raise DataError(f"{root} lists no chips. Export with a smaller tile size or keep chips without labels.")
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import ArgumentError, DataError, OutputExistsError
+from ..errors import ArgumentError, DataError, OutputError, OutputExistsError
+from ..publish import check_outputs_apart, check_replaceable, publish_folder, scratch_folder
 from .classes import ClassInfo, ClassTable, default_color
 from .esri_layout import (
     EMD_FILE,
@@ -31,6 +31,8 @@ from .esri_layout import (
     write_emd,
     write_map,
 )
+from .image_io import needs_band_masks, read_valid_pixels
+from .labels import clean_label_geometries
 from .normalize import BandStats, RunningBandStats
 from .rasterize import feature_class_values, rasterize_labels
 
@@ -38,7 +40,6 @@ __all__ = ["export_training_data", "ExportInfo"]
 
 _PIXEL_TYPES = {"uint8": "U8", "int8": "S8", "uint16": "U16", "int16": "S16", "uint32": "U32", "int32": "S32",
                 "float32": "F32", "float64": "F64"}
-_OUR_ENTRIES = (IMAGES_DIR, LABELS_DIR, INSTANCES_DIR, MAP_FILE, EMD_FILE, STATS_FILE, STATS_TXT)
 
 
 @dataclass
@@ -109,31 +110,16 @@ def _class_table_from_labels(values, thing_classes: Sequence[str] | None, class_
         thing_names = {f"class_{int(t)}" if str(t).lstrip("-").isdigit() else str(t) for t in things}
         unknown = thing_names - set(names)
         if unknown:
-            raise ArgumentError(f"thing_classes {sorted(unknown)} are not among the classes in '{class_field}': {names}.")
+            raise ArgumentError(f"thing_classes {sorted(unknown)} are not among the classes in '{class_field}': "
+                                f"{names}. Give thing classes as Values of that field (1 or 'class_1').")
         return ClassTable([ClassInfo(v, n, default_color(i), n in thing_names) for i, (v, n) in enumerate(zip(vals, names))])
     names = sorted(str(v) for v in uniq)
     unknown = {str(t) for t in things} - set(names)
     if unknown:
-        raise ArgumentError(f"thing_classes {sorted(unknown)} are not among the classes in field '{class_field}': {names}.")
+        raise ArgumentError(f"thing_classes {sorted(unknown)} are not among the classes in field '{class_field}': "
+                            f"{names}. Name thing classes exactly as they appear in that field (check spelling "
+                            "and case).")
     return ClassTable.from_lists(names, things={str(t) for t in things})
-
-
-def _valid_mask(src, image: np.ndarray, win) -> np.ndarray:
-    """Pixels with data: not equal to the no-data value in every band (or the raster's own mask)."""
-    from rasterio.enums import MaskFlags
-
-    if src.nodata is not None:
-        nd = src.nodata
-        invalid = np.isnan(image).all(0) if np.isnan(nd) else (image == nd).all(0)
-        if image.dtype.kind == "f":
-            invalid |= ~np.isfinite(image).all(0)
-        return ~invalid
-    flags = src.mask_flag_enums
-    if any(MaskFlags.per_dataset in f or MaskFlags.alpha in f for f in flags):
-        return src.dataset_mask(window=win) > 0
-    if image.dtype.kind == "f":
-        return np.isfinite(image).all(0)
-    return np.ones(image.shape[1:], dtype=bool)
 
 
 def _write_chip(path: Path, array: np.ndarray, fmt: str, profile: dict) -> None:
@@ -153,6 +139,26 @@ def _write_chip(path: Path, array: np.ndarray, fmt: str, profile: dict) -> None:
         prof["nodata"] = profile["nodata"]
     with rasterio.open(path, "w", **prof) as dst:
         dst.write(array)
+
+
+def _local_path(labels) -> Path | None:
+    """The path of a label layer given as a path (``None`` for a GeoDataFrame)."""
+    return Path(labels) if isinstance(labels, (str, os.PathLike)) else None
+
+
+def _refuse_models_inside(out_folder: Path) -> None:
+    models = out_folder / "models"
+    if models.is_dir() and any(models.iterdir()):
+        raise OutputExistsError(f"The export folder '{out_folder}' holds trained models in '{models}'; replacing the "
+                                "export would remove them. Move them elsewhere or export to a new folder.")
+
+
+def _make_scratch(out_folder: Path) -> Path:
+    try:
+        return scratch_folder(out_folder)
+    except OSError as exc:
+        raise OutputError(f"Cannot write the export to '{out_folder.parent}': {exc.strerror or exc}. Choose a "
+                          "writable folder.") from exc
 
 
 def export_training_data(
@@ -257,7 +263,9 @@ def export_training_data(
     try:
         src = rasterio.open(in_raster)
     except (RasterioIOError, OSError) as exc:
-        raise DataError(f"Raster {in_raster} cannot be read ({exc}). It may be corrupt or not a raster.") from exc
+        raise DataError(f"Raster {in_raster} cannot be read ({exc}). It may be corrupt or not a raster. Check "
+                        "that it is a raster GDAL reads (GeoTIFF, ...), not cut short; re-export or re-download it."
+                        ) from exc
     with src:
         if src.crs is None:
             raise DataError(f"Raster {in_raster} has no coordinate reference system. Define its projection first.")
@@ -296,7 +304,7 @@ def export_training_data(
             fields = [c for c in gdf.columns if c != gdf.geometry.name]
             raise DataError(f"{labels_name} have no field '{class_field}' (fields: {fields}). "
                             "Pass class_field= the field that holds the class.")
-        gdf = gdf[gdf.geometry.notna() & ~gdf.geometry.is_empty]
+        gdf = clean_label_geometries(gdf, labels_name, stacklevel=3)
         gdf = gdf[gdf.geometry.geom_type.isin(["Polygon", "MultiPolygon"])]
         if len(gdf) == 0:
             raise DataError(f"{labels_name} contain no polygon features. Export needs polygon labels.")
@@ -313,26 +321,18 @@ def export_training_data(
         gdf = gdf.reset_index(drop=True)
 
         # ---- the output folder -------------------------------------------
-        if out_folder.exists() and not out_folder.is_dir():
-            raise OutputExistsError(f"{out_folder} exists and is not a folder. Choose another output folder.")
-        if out_folder.exists() and any(out_folder.iterdir()) and not overwrite:
-            raise OutputExistsError(f"Output folder {out_folder} is not empty. Choose an empty folder or pass "
-                                    "overwrite=True.")
-        out_folder.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out_folder.name}.tmp-", dir=out_folder.parent))
+        check_outputs_apart({"input raster": in_raster, "label layer": _local_path(in_labels)},
+                            {"export folder": out_folder})
+        check_replaceable(out_folder, overwrite, "export", "export folder")
+        _refuse_models_inside(out_folder)
+        tmp = _make_scratch(out_folder)
         try:
             info = _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size, stride, chip_format,
                                  min_label_fraction, skip_empty, max_nodata_fraction, progress, tmp, dtype, res)
-            if out_folder.exists():
-                for entry in _OUR_ENTRIES:
-                    p = out_folder / entry
-                    if p.is_dir():
-                        shutil.rmtree(p)
-                    elif p.exists():
-                        p.unlink()
-            out_folder.mkdir(parents=True, exist_ok=True)
-            for p in tmp.iterdir():
-                os.replace(p, out_folder / p.name)
+            publish_folder(tmp, out_folder, "export")
+        except OSError as exc:
+            raise OutputError(f"Cannot write the export to '{out_folder}': {exc.strerror or exc}. Free some space "
+                              "or choose a writable folder; nothing already there was changed.") from exc
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     n_chips, n_empty, n_nodata, stats, n_instances, mpx = info
@@ -371,11 +371,12 @@ def _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size
         iterator = progress_bar(windows)
         iterator.comment = "exporting chips"
     nodata = src.nodata
+    masks_needed = needs_band_masks(src, band_idx)
     for r0, c0 in iterator:
         win = Window(c0, r0, tile_size, tile_size)
         wt = window_transform(win, src.transform)
         image = src.read(band_idx, window=win)
-        valid = _valid_mask(src, image, win)
+        valid = read_valid_pixels(src, band_idx, image, win, masks_needed)
         nodata_frac = 1.0 - valid.mean()
         if nodata_frac > max_nodata_fraction:
             n_nodata += 1

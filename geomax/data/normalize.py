@@ -35,7 +35,8 @@ class BandStats:
             setattr(self, key, np.asarray(getattr(self, key), dtype=np.float64).reshape(-1))
         n = len(self.names)
         if not all(len(getattr(self, k)) == n for k in ("min", "max", "mean", "std")):
-            raise DataError(f"Band statistics disagree in length with the {n} band names {self.names}.")
+            raise DataError(f"Band statistics disagree in length with the {n} band names {self.names}. Give one "
+                            "min, max, mean and std per band name.")
         # A constant band would divide by zero: treat its spread as 1.
         self.std = np.where(np.isfinite(self.std) & (self.std > 1e-12), self.std, 1.0)
 
@@ -65,7 +66,8 @@ class BandStats:
             means = [float(s["Mean"]) for s in tiles_stats]
             stds = [float(s.get("StdDev", s.get("Std", 1.0))) for s in tiles_stats]
         except (KeyError, TypeError, ValueError) as exc:
-            raise DataError(f"{source}: 'AllTilesStats' entries need Min, Max, Mean and StdDev ({exc}).") from exc
+            raise DataError(f"{source}: 'AllTilesStats' entries need Min, Max, Mean and StdDev ({exc}). Re-export "
+                            "the training data (or restore the .emd) so every band has these numbers.") from exc
         if names is None or len(names) != len(tiles_stats):
             names = [s.get("BandName") or f"band_{i + 1}" for i, s in enumerate(tiles_stats)]
         return cls(list(names), np.asarray(mins), np.asarray(maxs), np.asarray(means), np.asarray(stds))

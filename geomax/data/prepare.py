@@ -139,10 +139,11 @@ def _band_selection(bands, band_names: list[str]) -> list[int] | None:
         else:
             b = int(b)
             if not 0 <= b < len(band_names):
-                raise ArgumentError(f"Band index {b} is outside 0..{len(band_names) - 1} (0-based, bands: {band_names}).")
+                raise ArgumentError(f"Band index {b} is outside 0..{len(band_names) - 1} (0-based, bands: "
+                                    f"{band_names}). Give 0-based band indices or band names.")
             out.append(b)
     if not out:
-        raise ArgumentError("bands= selects no band.")
+        raise ArgumentError("bands= selects no band. Give at least one band index or name, or bands=None for all.")
     return out
 
 
@@ -232,7 +233,8 @@ def prepare_data(
         bands = kwargs.pop("extract_bands")
     dtype_arg = kwargs.pop("dataset_type", DATASET_TYPE)
     if dtype_arg != DATASET_TYPE:
-        raise ArgumentError(f"dataset_type='{dtype_arg}' is not supported: geomax reads '{DATASET_TYPE}' exports.")
+        raise ArgumentError(f"dataset_type='{dtype_arg}' is not supported: geomax reads '{DATASET_TYPE}' exports. "
+                            f"Leave dataset_type out (or pass '{DATASET_TYPE}').")
     if kwargs:
         raise ArgumentError(f"Unknown arguments {sorted(kwargs)}. See help(geomax.prepare_data).")
     if not 0.0 <= float(val_split_pct) < 1.0:

@@ -121,7 +121,8 @@ class RandomScale:
 
     def __init__(self, min_scale: float = 0.9, max_scale: float = 1.1, p: float = 0.5):
         if not 0 < min_scale <= max_scale:
-            raise ArgumentError(f"RandomScale needs 0 < min_scale <= max_scale, got {min_scale}, {max_scale}.")
+            raise ArgumentError(f"RandomScale needs 0 < min_scale <= max_scale, got {min_scale}, {max_scale}. "
+                                "Pass a positive min_scale no larger than max_scale (e.g. 0.9, 1.1).")
         self.min_scale, self.max_scale, self.p = float(min_scale), float(max_scale), float(p)
 
     def __call__(self, sample: Sample, rng: np.random.Generator) -> Sample:

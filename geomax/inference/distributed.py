@@ -67,7 +67,8 @@ def list_rasters(in_rasters) -> list[Path]:
         if path.is_dir():
             found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_EXTS and p.is_file())
             if not found:
-                raise DataError(f"The folder '{path}' holds no GeoTIFF (.tif / .tiff) to predict.")
+                raise DataError(f"The folder '{path}' holds no GeoTIFF (.tif / .tiff) to predict. Check the folder, "
+                                "or pass the rasters as a list of paths.")
             return found
         paths = [path]
     else:
@@ -76,7 +77,8 @@ def list_rasters(in_rasters) -> list[Path]:
             raise ArgumentError("in_rasters is an empty list; give at least one raster.")
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
-        raise DataError(f"Input raster(s) {missing} do not exist.")
+        raise DataError(f"Input raster(s) {missing} do not exist. Check the paths (relative paths start from the "
+                        "current folder).")
     return paths
 
 
@@ -88,7 +90,8 @@ def _outputs(rasters: list[Path], out_rasters, out_features) -> list[tuple[Path,
     elif isinstance(out_rasters, (str, os.PathLike)):
         folder = Path(out_rasters)
         if folder.suffix.lower() in RASTER_EXTS:
-            raise ArgumentError(f"{len(rasters)} input rasters need an output folder, not the file '{folder}'.")
+            raise ArgumentError(f"{len(rasters)} input rasters need an output folder, not the file '{folder}'. "
+                                "Pass a folder path (without .tif) or a list of output rasters.")
         outs = [folder / f"{p.stem}_panoptic.tif" for p in rasters]
     else:
         outs = [Path(p) for p in out_rasters]
@@ -105,12 +108,13 @@ def _outputs(rasters: list[Path], out_rasters, out_features) -> list[tuple[Path,
     elif isinstance(out_features, (str, os.PathLike)):
         if len(outs) != 1:
             raise ArgumentError("Several rasters need out_features as a list of paths or an extension "
-                                "such as '.gpkg' (features next to each output raster).")
+                                "such as '.gpkg' (features next to each output raster). Pass one of those.")
         feats = [Path(out_features)]
     else:
         feats = [Path(p) for p in out_features]
         if len(feats) != len(outs):
-            raise ArgumentError(f"{len(outs)} output rasters but {len(feats)} feature outputs.")
+            raise ArgumentError(f"{len(outs)} output rasters but {len(feats)} feature outputs. Give one feature "
+                                "output per raster, or an extension such as '.gpkg'.")
     return list(zip(outs, feats))
 
 
@@ -143,7 +147,7 @@ def _get_client(client):
     try:
         from distributed import Client, get_client
     except ImportError as exc:
-        raise ArgumentError("Distributed inference needs Dask: pip install 'geomax[dist]' "
+        raise ArgumentError("Distributed inference needs Dask: run pip install 'geomax[dist]' "
                             "(dask[distributed]).") from exc
     if client is None:
         try:
@@ -154,8 +158,8 @@ def _get_client(client):
         try:
             return Client(client), True
         except OSError as exc:
-            raise ArgumentError(f"Cannot reach the Dask scheduler at '{client}': {exc}. Start it with "
-                                "`dask scheduler` (and workers with `dask worker <address>`).") from exc
+            raise ArgumentError(f"Cannot reach the Dask scheduler at '{client}': {exc}. Check the address, or "
+                                "start it with `dask scheduler` (and workers with `dask worker <address>`).") from exc
     if not hasattr(client, "submit"):
         raise ArgumentError(f"client must be a dask.distributed.Client, a scheduler address or None, "
                             f"got {type(client).__name__}.")

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 import uuid
 import warnings
@@ -39,7 +38,8 @@ from rasterio.windows import Window
 
 from ..config import TilingConfig
 from ..data.classes import ClassTable
-from ..errors import ArgumentError, DataError, InputMismatchError, OutputExistsError
+from ..errors import ArgumentError, DataError, InputMismatchError
+from ..publish import check_outputs_apart, check_replaceable, publish_files, scratch_folder
 from .predictor import TilePredictor
 from .stitching import TileStitcher
 from .tiling import TileGrid
@@ -119,10 +119,12 @@ def check_bands(src, bands: Sequence[int] | None, predictor: TilePredictor, in_r
         bands = [int(b) for b in bands]
         bad = [b for b in bands if not 1 <= b <= src.count]
         if bad:
-            raise ArgumentError(f"bands={bands}: {bad} not in 1..{src.count} ('{in_raster}' has {src.count} bands).")
+            raise ArgumentError(f"bands={bands}: {bad} not in 1..{src.count} ('{in_raster}' has {src.count} bands). "
+                                f"Give 1-based band numbers between 1 and {src.count}.")
         if len(bands) != n_model:
             raise InputMismatchError(f"bands={bands} selects {len(bands)} bands but the model takes {n_model} "
-                                     f"({model_names or 'unnamed'}).")
+                                     f"({model_names or 'unnamed'}). Pass exactly {n_model} bands (1-based), in the "
+                                     "model's band order.")
     if model_names and len(model_names) == n_model and all(d for d in descs) and set(model_names) <= set(descs):
         chosen = [descs[b - 1] for b in bands]
         if chosen != model_names:
@@ -130,6 +132,20 @@ def check_bands(src, bands: Sequence[int] | None, predictor: TilePredictor, in_r
             raise InputMismatchError(f"Band order mismatch: the selected bands of '{in_raster}' are {chosen} but the "
                                      f"model was trained on {model_names}. Pass bands={expected}.")
     return bands
+
+
+def _fit_to_raster(tiling: TilingConfig, height: int, width: int, multiple: int, in_raster: Path) -> TilingConfig:
+    """A tile over twice the raster's size is cut down to the raster (rounded up to ``multiple``), with a warning.
+
+    Without this a mistyped tile size (``100000``) would allocate tiles of that size.
+    """
+    assert tiling.tile_size is not None and tiling.overlap is not None
+    side = -(-max(height, width) // multiple) * multiple
+    if tiling.tile_size <= 2 * side:
+        return tiling
+    warnings.warn(f"tile_size={tiling.tile_size} is larger than '{in_raster}' ({width} x {height} px): predicting it "
+                  f"as one tile of {side} px.", UserWarning, stacklevel=4)
+    return tiling.replace(tile_size=side, overlap=min(tiling.overlap, side // 2))
 
 
 def _check_writable(path: Path, what: str) -> None:
@@ -144,30 +160,24 @@ def _check_writable(path: Path, what: str) -> None:
                             "Choose a writable output folder.") from exc
 
 
-def _remove_output(path: Path) -> None:
-    """Remove an existing output (and a shapefile's sidecars) before replacing it."""
-    if path.suffix.lower() == ".shp":
-        for ext in (".shp", ".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml"):
-            (path.parent / (path.stem + ext)).unlink(missing_ok=True)
-    elif path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
+#: Files beside an output that belong to it (GDAL's PAM sidecar, a shapefile's parts).
+_SIDECARS = {".tif": (".tif.aux.xml",), ".tiff": (".tiff.aux.xml",),
+             ".shp": (".shx", ".dbf", ".prj", ".cpg", ".qix", ".sbn", ".sbx", ".shp.xml")}
 
 
-def _rename_output(partial: Path, final: Path) -> None:
-    """Rename a finished output (and its sidecar files, e.g. a shapefile's .dbf) to its final name."""
-    for p in sorted(partial.parent.glob(partial.stem + ".*")):
-        os.replace(p, final.parent / (final.stem + p.name[len(partial.stem):]))
+def _family(final: Path) -> list[Path]:
+    """``final`` and the sidecar files that go with it."""
+    return [final] + [final.parent / (final.stem + ext) for ext in _SIDECARS.get(final.suffix.lower(), ())]
 
 
 @dataclass
 class _Scratch:
-    """What :meth:`RasterJob.open` creates: the scratch folder, partial output names, scratch writers."""
+    """What :meth:`RasterJob.open` creates: scratch folders beside the outputs, partial output names, writers."""
 
-    work: Path
+    work: Path                      # beside the output raster: scratch rasters and the partial raster
     partial_raster: Path
-    partial_features: Path | None
+    partial_features: Path | None   # in ``features_work``
+    features_work: Path | None = None
     ids: Any = None   # open rasterio writer of the provisional ids
     conf: Any = None  # open rasterio writer of the confidence
 
@@ -177,13 +187,11 @@ class _Scratch:
                 dst.close()
 
     def remove(self) -> None:
-        """Remove the partial outputs (with their sidecars) and the scratch folder."""
+        """Remove the scratch folders (and the partial outputs in them)."""
         self.close()
-        for partial in (self.partial_raster, self.partial_features):
-            if partial is not None:
-                for p in partial.parent.glob(partial.stem + ".*"):
-                    p.unlink(missing_ok=True)
-        shutil.rmtree(self.work, ignore_errors=True)
+        for folder in (self.work, self.features_work):
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 class RasterJob:
@@ -229,14 +237,11 @@ class RasterJob:
         if self.out_features is not None and self.out_features.suffix.lower() not in VECTOR_DRIVERS:
             raise ArgumentError(f"out_features '{self.out_features}': unknown extension '{self.out_features.suffix}'. "
                                 f"Use one of {sorted(VECTOR_DRIVERS)} (.gpkg recommended).")
-        if self.out_raster.resolve() == self.in_raster.resolve():
-            raise ArgumentError(f"out_raster is the input raster '{self.in_raster}'; choose another output name.")
-        if self.out_features is not None and self.out_features.resolve() == self.out_raster.resolve():
-            raise ArgumentError(f"out_features and out_raster are the same file ('{self.out_raster}').")
+        check_outputs_apart({"input raster": self.in_raster}, dict((what, path) for path, what in self._outputs()))
+        if self.out_features is not None:
+            check_outputs_apart({"output raster": self.out_raster}, {"output features": self.out_features})
         for path, what in self._outputs():
-            if path.exists() and not self.overwrite:
-                raise OutputExistsError(f"The {what} '{path}' already exists. Pass overwrite=True to replace it, "
-                                        "or choose another name.")
+            check_replaceable(path, self.overwrite, None, what)  # also undoes what an interrupted run left
         self.timings = dict.fromkeys(("read", "predict", "stitch", "finalize", "cog", "features"), 0.0)
         self._scratch: _Scratch | None = None
 
@@ -268,11 +273,14 @@ class RasterJob:
         if tiling.tile_size is None or tiling.overlap is None:
             raise ValueError("RasterJob.prepare needs a resolved TilingConfig (TilingConfig.resolve).")
         if not self.in_raster.exists():
-            raise DataError(f"Input raster '{self.in_raster}' does not exist.")
+            raise DataError(f"Input raster '{self.in_raster}' does not exist. Check the path (relative paths start "
+                            "from the current folder).")
         try:
             src = rasterio.open(self.in_raster)
         except RasterioIOError as exc:
-            raise DataError(f"Cannot read the input raster '{self.in_raster}' (corrupt or not a raster): {exc}") from exc
+            raise DataError(f"Cannot read the input raster '{self.in_raster}' (corrupt or not a raster): {exc}. Check "
+                            "that it is a raster GDAL reads (GeoTIFF, ...), not cut short; re-export or re-download "
+                            "it.") from exc
         with src:
             self.bands = check_bands(src, bands, predictor, self.in_raster)
             for path, what in self._outputs():
@@ -280,16 +288,26 @@ class RasterJob:
             if src.crs is None:
                 warnings.warn(f"'{self.in_raster}' has no CRS: the outputs will have none either, and areas are in "
                               "pixel-grid units.", UserWarning, stacklevel=3)
+            tiling = _fit_to_raster(tiling, src.height, src.width, int(predictor.tile_multiple),
+                                    self.in_raster)
+            assert tiling.tile_size is not None and tiling.overlap is not None  # resolved, checked above
             self.grid = TileGrid(src.height, src.width, tiling.tile_size, tiling.overlap)
         self.tiling = tiling
 
     def open(self) -> None:
-        """Create the scratch folder next to the output raster, the partial names and the scratch writers."""
+        """Create the scratch folders beside the outputs, the partial names and the scratch writers."""
         out_r, out_f = self.out_raster, self.out_features
-        tag = uuid.uuid4().hex[:8]
-        scratch = _Scratch(Path(tempfile.mkdtemp(prefix=".geomax-predict-", dir=out_r.parent)),
-                           out_r.parent / f".{out_r.stem}.partial-{tag}{out_r.suffix}",
-                           out_f.parent / f".{out_f.stem}.partial-{tag}{out_f.suffix}" if out_f is not None else None)
+        work = scratch_folder(out_r)
+        features_work = None
+        if out_f is not None:
+            features_work = work if out_f.parent.resolve() == out_r.parent.resolve() else scratch_folder(out_f)
+        # the partial outputs keep their final names, in a sub-folder apart from the scratch rasters
+        for folder in (work, features_work):
+            if folder is not None:
+                (folder / "out").mkdir(exist_ok=True)
+        scratch = _Scratch(work, work / "out" / out_r.name,
+                           (features_work / "out" / out_f.name) if features_work is not None and out_f else None,
+                           features_work if features_work is not work else None)
         self._scratch = scratch
         with rasterio.open(self.in_raster) as src:
             scratch.ids = rasterio.open(scratch.work / "ids.tif", "w", **scratch_profile(src, "uint32"))
@@ -330,7 +348,7 @@ class RasterJob:
             n_features = (self._write_features(src, scratch, vectorizer, simplify_tolerance)
                           if vectorizer is not None else None)
         self._publish(scratch)
-        shutil.rmtree(scratch.work, ignore_errors=True)
+        scratch.remove()
         self._scratch = None
         self.timings["total"] = time.perf_counter() - self.t_start
         return RasterPrediction(self.out_raster, self.out_features, len(self.grid), n_instances, n_features,
@@ -377,15 +395,22 @@ class RasterJob:
         return len(gdf)
 
     def _publish(self, scratch: _Scratch) -> None:
-        """Give the complete outputs their final names (replacing earlier ones only with ``overwrite``)."""
-        if self.overwrite:
-            _remove_output(self.out_raster)
-            _remove_output(Path(str(self.out_raster) + ".aux.xml"))
-            if self.out_features is not None:
-                _remove_output(self.out_features)
-        _rename_output(scratch.partial_raster, self.out_raster)
+        """Move the complete outputs and their sidecars in as one set (:func:`geomax.publish.publish_files`).
+
+        Old files of the set (an earlier raster's ``.aux.xml`` included) are replaced; only
+        outputs already checked by :func:`~geomax.publish.check_replaceable` exist here.
+        """
+        moves, old_only = [], []
+        pairs = [(scratch.partial_raster, self.out_raster)]
         if scratch.partial_features is not None and self.out_features is not None:
-            _rename_output(scratch.partial_features, self.out_features)
+            pairs.append((scratch.partial_features, self.out_features))
+        for partial, final in pairs:
+            for new, dest in zip(_family(partial), _family(final)):
+                if new.exists():
+                    moves.append((new, dest))
+                elif dest.exists():
+                    old_only.append(dest)
+        publish_files(moves, remove=old_only)
 
     def discard(self) -> None:
         """Remove the partial outputs and the scratch folder (after a failure; safe to call twice)."""

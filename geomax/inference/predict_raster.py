@@ -59,8 +59,8 @@ def predict_raster(
         A loaded per-tile predictor (:class:`~geomax.inference.predictor.TilePredictor`).
         A model path is refused: :func:`geomax.workflows.predict_raster` loads one.
     in_raster:
-        Input raster (any format rasterio reads). Pixels equal to its no-data value in
-        every band, or masked by its mask, are no data.
+        Input raster (any format rasterio reads). A pixel that is NaN, equal to the no-data
+        value or masked by the raster's mask in any band read is no data (void in the output).
     out_raster:
         Output GeoTIFF (``.tif``), written as a cloud-optimised GeoTIFF: band 1 class
         Value (colour table in the ``.tif.aux.xml`` sidecar), band 2 instance id (unique across the raster, 0 for stuff

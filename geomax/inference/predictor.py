@@ -123,7 +123,7 @@ def check_predictor(obj, what: str = "the predictor") -> TilePredictor:
     if not isinstance(obj, TilePredictor):
         absent = [name for name in _OPTIONAL if not hasattr(obj, name)]
         raise ModelError(f"{what} ({type(obj).__name__}) lacks the optional predictor members {absent}. Subclass "
-                         "geomax.inference.predictor.TilePredictor, which gives them their defaults.")
+                         "geomax.inference.predictor.TilePredictor, which gives them their defaults, or define them.")
     return obj
 
 
@@ -220,7 +220,8 @@ class OracleTilePredictor(TilePredictor):
             self._arrays = (np.asarray(labels[0]), np.asarray(labels[1]))
         else:
             if transform is None:
-                raise ArgumentError("OracleTilePredictor needs transform= (the raster's) for vector labels.")
+                raise ArgumentError("OracleTilePredictor needs transform= (the raster's) for vector labels. Pass "
+                                    "transform=src.transform of the raster the labels cover.")
             self._gdf = labels
             self._sindex = labels.sindex
 
@@ -284,9 +285,11 @@ class OracleTilePredictor(TilePredictor):
                       **options) -> list[PanopticResult]:
         """Ground truth of every tile (void where ``valid`` is False); the oracle takes no ``options``."""
         if options:
-            raise ArgumentError(f"OracleTilePredictor.predict_tiles takes no options, got {sorted(options)}.")
+            raise ArgumentError(f"OracleTilePredictor.predict_tiles takes no options, got {sorted(options)}. "
+                                "Remove the options (the oracle ignores post-processing settings).")
         if windows is None:
-            raise ArgumentError("OracleTilePredictor.predict_tiles needs windows= (predict_raster passes them).")
+            raise ArgumentError("OracleTilePredictor.predict_tiles needs windows= (predict_raster passes them). "
+                                "Pass the tiles' windows, or run it through predict_raster.")
         if tiles.shape[1] != self.n_bands:
             raise ArgumentError(f"expected {self.n_bands} bands, got {tiles.shape[1]}")
         out = []

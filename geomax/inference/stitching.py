@@ -303,7 +303,8 @@ class TileStitcher:
         """New provisional ids for segments of the given classes; return the first one."""
         k = len(classes)
         if self.uf.n + k >= np.iinfo(np.uint32).max:
-            raise ModelError("More than 4 billion segments in one raster; split the raster into parts.")
+            raise ModelError("More than 4 billion segments in one raster; split the raster into parts and run the "
+                             "prediction on each part.")
         first = self.uf.add(k, parents)
         need = self.uf.n
         if need > len(self._cls):
@@ -328,13 +329,16 @@ class TileStitcher:
         local = table["id"].to_numpy(dtype=np.int64)
         top = int(max(local.max(), seg_map.max()))
         if local.min() < 1:
-            raise ModelError("The predictor returned a segment with id < 1; segment ids start at 1 (0 = void).")
+            raise ModelError("The predictor returned a segment with id < 1; segment ids start at 1 (0 = void). Make "
+                             "its predict_tiles number segments from 1 (with a geomax model, report this as a bug).")
         first = self._append(table["class_value"].to_numpy(dtype=np.int64), table["is_thing"].to_numpy(dtype=bool))
         lut = np.zeros(top + 1, dtype=np.int64)
         lut[local] = np.arange(first, first + len(local), dtype=np.int64)
         prov = lut[seg_map]
         if np.count_nonzero(prov) != np.count_nonzero(seg_map):  # unknown ids map to 0
-            raise ModelError("The predictor's segment_map holds ids that are not in its segments table.")
+            raise ModelError("The predictor's segment_map holds ids that are not in its segments table. Make its "
+                             "predict_tiles list every id of segment_map (except 0) in segments (with a geomax "
+                             "model, report this as a bug).")
         prov[~valid] = 0
         return prov
 
@@ -366,7 +370,8 @@ class TileStitcher:
         else:
             if tuple(result.segment_map.shape) != (t, t):
                 raise ModelError(f"The predictor returned a {tuple(result.segment_map.shape)} result for a "
-                                 f"{t} x {t} tile; results must have the tile's size.")
+                                 f"{t} x {t} tile; results must have the tile's size. Make its predict_tiles "
+                                 "crop any padding off (with a geomax model, report this as a bug).")
             prov = self._register(result, valid)
             conf = np.asarray(result.confidence, dtype=np.float32)
         if o > 0:

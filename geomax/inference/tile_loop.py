@@ -101,7 +101,9 @@ def run_tiles(predictor: TilePredictor, reader: TileReader, stitcher: TileStitch
                                           windows=[t.window for t in todo], **options)
         timings["predict"] += time.perf_counter() - t0
         if len(results) != len(todo):
-            raise ModelError(f"predict_tiles returned {len(results)} results for {len(todo)} tiles.")
+            raise ModelError(f"predict_tiles returned {len(results)} results for {len(todo)} tiles. Make the "
+                             "predictor return one result per tile, in order (with a geomax model, report this as a "
+                             "bug).")
         return results
 
     def stitch(batch: list[_Tile], todo: list[_Tile], future: Future | None) -> None:

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
-from rasterio.enums import MaskFlags
 from rasterio.windows import Window
 
 from ..config import TilingConfig
+from ..data.image_io import needs_band_masks, read_valid_pixels
 from ..errors import InputMismatchError
 
 __all__ = ["TileGrid", "TileBlocks", "TileReader", "resolve_tiling"]
@@ -205,10 +205,10 @@ class TileBlocks:
 class TileReader:
     """Reads tiles from an open rasterio dataset, boundless and no-data aware.
 
-    A pixel is invalid when it lies outside the raster, when it equals the
-    no-data value in every selected band (or is NaN in every band of a float
-    raster), or when the dataset's mask (alpha band, internal / external mask)
-    marks it invalid.
+    A pixel is invalid when it lies outside the raster, or when it is invalid in any
+    selected band: NaN, equal to the band's no-data value, or masked by the dataset's
+    mask (alpha band, internal / external mask) -- the rule of
+    :func:`geomax.data.image_io.valid_pixels`, shared with export and ``predict``.
 
     Parameters
     ----------
@@ -226,9 +226,7 @@ class TileReader:
         if len({src.dtypes[b - 1] for b in self.bands}) > 1:
             # mixed band types (rare): read everything as the widest common type
             self.dtype = np.result_type(*[np.dtype(src.dtypes[b - 1]) for b in self.bands])
-        flags = [src.mask_flag_enums[b - 1] for b in self.bands]
-        self._all_valid = all(f == [MaskFlags.all_valid] for f in flags)
-        self._nodata_only = all(f == [MaskFlags.nodata] for f in flags)
+        self._masks_needed = needs_band_masks(src, self.bands)
         fill = self.nodata if self.nodata is not None and not np.isnan(self.nodata) else 0
         self.fill_value = np.array(fill).astype(self.dtype) if np.can_cast(np.min_scalar_type(fill), self.dtype) else 0
 
@@ -246,13 +244,5 @@ class TileReader:
         sl = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
         block = self.src.read(self.bands, window=inner, out_dtype=self.dtype)
         data[(slice(None),) + sl] = block
-        if self._all_valid:
-            ok = np.ones(block.shape[1:], dtype=bool)
-        elif self._nodata_only:
-            ok = ~np.all(block == self.nodata, axis=0)
-        else:
-            ok = self.src.dataset_mask(window=inner) > 0
-        if block.dtype.kind == "f":
-            ok &= ~np.all(np.isnan(block), axis=0)
-        valid[sl] = ok
+        valid[sl] = read_valid_pixels(self.src, self.bands, block, inner, self._masks_needed)
         return data, valid

@@ -5,6 +5,7 @@ Ordinary ``fastai.callback.core.Callback`` subclasses, defined at module level.
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -15,7 +16,14 @@ from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 from ..errors import ArgumentError, ModelError
 
 __all__ = ["TimeBudget", "LastEpochCheckpoint", "ResumableSaveModel", "ResumableEarlyStopping",
-           "without_progress_table", "clock"]
+           "without_progress_table", "clock", "history_rows"]
+
+
+def history_rows(recorder) -> list[dict]:
+    """fastai recorder values as one dict per epoch (train loss, valid loss, metrics)."""
+    names = list(recorder.metric_names[1:-1])
+    return [dict(zip(names, [float(v) if v is not None else None for v in vals])) for vals in recorder.values
+            if len(vals)]  # an epoch a resumed run skipped logs nothing
 
 
 def clock(seconds: float) -> str:
@@ -43,6 +51,9 @@ class TimeBudget(Callback):
     valid_estimate:
         Seconds one validation pass is expected to take, kept free at the end of the
         budget until the first validation has been timed.
+    already_used:
+        Seconds of the budget an interrupted run had used (a resumed run continues its
+        schedule and budget).
 
     Attributes
     ----------
@@ -56,17 +67,22 @@ class TimeBudget(Callback):
 
     order = 55  # after the Recorder (50), before the ParamScheduler (60)
 
-    def __init__(self, seconds: float, verbose: bool = True, valid_estimate: float = 0.0):
+    def __init__(self, seconds: float, verbose: bool = True, valid_estimate: float = 0.0, already_used: float = 0.0):
         if not seconds > 0:
             raise ArgumentError(f"The training budget must be positive, got {seconds} s.")
         self.seconds, self.verbose = float(seconds), verbose
+        self.already_used = float(already_used)
         self.valid_estimate = float(valid_estimate)
         self.batch_losses: list[float] = []
         self.epoch_ends: list[int] = []
         self.epochs_done, self.elapsed, self._valid_time = 0, 0.0, 0.0
 
     def _used(self) -> float:
-        return time.monotonic() - self._start
+        return time.monotonic() - self._start + self.already_used
+
+    def used_seconds(self) -> float:
+        """Seconds of the budget used so far (with those of an interrupted run this one resumes)."""
+        return self._used()
 
     def before_fit(self):
         self._start = self._last_print = time.monotonic()
@@ -122,13 +138,18 @@ class LastEpochCheckpoint(Callback):
     ----------
     fname:
         Checkpoint name inside the learner's model folder (``<path>/<model_dir>/<fname>.pth``
-        and ``<fname>.json`` with the epochs done).
+        and ``<fname>.json``: the epochs done, the seconds a time budget had used, and the
+        model's fingerprint).
+    fingerprint:
+        :attr:`geomax.models.state.ModelState.fingerprint` of the model being trained; a
+        checkpoint of another model is refused by :meth:`restore`.
     """
 
     order = 60
 
-    def __init__(self, fname: str = "geomax_last"):
-        self.fname = fname
+    def __init__(self, fname: str = "geomax_last", fingerprint: str = ""):
+        self.fname, self.fingerprint = fname, fingerprint
+        self.prior_history: list[dict] = []  # epochs of the interrupted run a resumed one continues
 
     def _meta(self, learn) -> Path:
         return Path(learn.path) / learn.model_dir / f"{self.fname}.json"
@@ -140,15 +161,41 @@ class LastEpochCheckpoint(Callback):
         from .distributed import is_main_process
 
         if is_main_process():
-            self._meta(self.learn).write_text(json.dumps({"epochs_done": self.epoch + 1, "n_epoch": self.n_epoch}))
+            used = next((cb.used_seconds() for cb in self.learn.cbs if isinstance(cb, TimeBudget)), None)
+            meta = self._meta(self.learn)
+            tmp = meta.with_name(meta.name + ".tmp")
+            tmp.write_text(json.dumps({"epochs_done": self.epoch + 1, "n_epoch": self.n_epoch,
+                                       "budget_used_s": used, "fingerprint": self.fingerprint,
+                                       "history": self.prior_history + history_rows(self.learn.recorder)}))
+            os.replace(tmp, meta)
 
-    def restore(self, learn) -> int:
-        """Load the last checkpoint into ``learn``; return the epochs it had done."""
-        meta = self._meta(learn)
-        if not meta.exists():
-            raise ModelError(f"No checkpoint to resume from in {meta.parent}; train with checkpoint=True.")
-        learn.load(self.fname, with_opt=True, weights_only=False)
-        return int(json.loads(meta.read_text())["epochs_done"])
+    def restore(self, learn) -> tuple[int, float]:
+        """Load the last checkpoint into ``learn``; return the epochs it had done and the budget seconds used.
+
+        The epochs' history is kept in :attr:`prior_history`.
+        """
+        meta_path = self._meta(learn)
+        folder = meta_path.parent
+        if not meta_path.exists():
+            raise ModelError(f"No interrupted training to resume in '{folder}' (no {meta_path.name}). Train without "
+                             "resume; checkpoints are written after every epoch with checkpoint=True.")
+        try:
+            meta = json.loads(meta_path.read_text())
+            epochs_done = int(meta["epochs_done"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelError(f"The checkpoint record '{meta_path}' is unreadable ({exc}). Delete '{folder}' (geomax "
+                             "wrote it) and train without resume.") from exc
+        if self.fingerprint and meta.get("fingerprint") not in (None, self.fingerprint):
+            raise ModelError(f"The checkpoint in '{folder}' belongs to another model (other network settings, classes "
+                             "or bands). Resume with the settings of the interrupted run, or train without resume.")
+        try:
+            learn.load(self.fname, with_opt=True, weights_only=True)
+        except Exception as exc:  # torch / pickle raise many types for a truncated or foreign file
+            raise ModelError(f"The checkpoint '{folder / (self.fname + '.pth')}' cannot be loaded ({type(exc).__name__}: "
+                             f"{str(exc)[:200]}). It may be cut short by a crash; delete '{folder}' (geomax wrote "
+                             "it) and train without resume.") from exc
+        self.prior_history = list(meta.get("history") or [])
+        return epochs_done, float(meta.get("budget_used_s") or 0.0)
 
 
 class _SkipsResumedEpochs:

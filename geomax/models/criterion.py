@@ -181,9 +181,11 @@ class MaXDeepLabLoss(nn.Module):
                                 "(B, N, C + 1) with the same B and N.")
         if cl.shape[-1] != self.num_classes + 1:
             raise ArgumentError(f"Class logits have {cl.shape[-1]} entries but the loss was built for "
-                                f"{self.num_classes} classes (+1 void). Build the loss with the network's num_classes.")
+                                f"{self.num_classes} classes (+1 void). Build the loss with the network's num_classes "
+                                "(pass num_classes=network.num_classes).")
         if GT_MASKS in target and target[GT_MASKS].shape[0] != ml.shape[0]:
-            raise ArgumentError(f"Batch sizes differ: prediction {ml.shape[0]}, target {target[GT_MASKS].shape[0]}.")
+            raise ArgumentError(f"Batch sizes differ: prediction {ml.shape[0]}, target {target[GT_MASKS].shape[0]}. "
+                                "Pass the prediction and target of the same batch.")
 
     def terms(self, pred: dict, target: dict) -> dict[str, torch.Tensor]:
         """Compute the unweighted loss terms.

@@ -122,7 +122,7 @@ def distributed_ctx(model, sync_bn: bool | None = None):
         import accelerate  # noqa: F401
     except ImportError as exc:
         raise ArgumentError("Distributed training needs Hugging Face accelerate (fastai's DDP engine): "
-                            "pip install 'geomax[dist]'.") from exc
+                            "run pip install 'geomax[dist]'.") from exc
     from fastai.callback.progress import ProgressCallback
 
     learn = model.learn

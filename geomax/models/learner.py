@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -28,6 +28,7 @@ from .callbacks import (
     ResumableEarlyStopping,
     ResumableSaveModel,
     TimeBudget,
+    history_rows,
     without_progress_table,
 )
 from .criterion import MaXDeepLabLoss
@@ -112,6 +113,8 @@ class MaXDeepLab:
         self.loss_func = MaXDeepLabLoss(state.class_table.n_classes, config=state.loss)
         self.predictor = PanopticPredictor(network, state)
         self.last_budget: TimeBudget | None = None
+        #: Checkpoint folder of :meth:`fit` (``None``: :attr:`checkpoint_folder`'s default).
+        self.checkpoint_dir: Path | None = None
         self.learn = self._make_learner(network, data)
 
     # ------------------------------------------------------------------ set-up
@@ -246,6 +249,18 @@ class MaXDeepLab:
         return self.state.tiling
 
     @property
+    def checkpoint_folder(self) -> Path:
+        """Where :meth:`fit` writes its checkpoints and ``fit(resume=True)`` reads them.
+
+        :attr:`checkpoint_dir` when set (``geomax train`` sets it beside its output folder);
+        otherwise ``<data>/models/checkpoints/<backbone>-<fingerprint>``: one place per model
+        configuration, so trainings of other models on the same export never meet.
+        """
+        if self.checkpoint_dir is not None:
+            return Path(self.checkpoint_dir).resolve()
+        return (Path(self.learn.path) / "models" / "checkpoints" / f"{self.backbone}-{self.state.fingerprint}").resolve()
+
+    @property
     def device(self) -> torch.device:
         return next(self.learn.model.parameters()).device
 
@@ -308,17 +323,20 @@ class MaXDeepLab:
             print(f"learning rate from lr_find: {peak:.2e}")
             cfg = cfg.replace(lr=float(peak))
         cbs = list(cbs or [])
+        self.learn.model_dir = self.checkpoint_folder  # absolute: fastai joins it to learn.path unchanged
+        last = LastEpochCheckpoint(fingerprint=self.state.fingerprint)
+        start_epoch, used = 0, 0.0
+        if resume:
+            start_epoch, used = last.restore(self.learn)
+            if start_epoch >= cfg.n_epochs or (cfg.minutes is not None and used >= 60.0 * cfg.minutes):
+                print(f"the interrupted run had finished ({start_epoch} epochs): nothing to resume")
+                self.state.history = last.prior_history
+                return
+            print(f"resuming after epoch {start_epoch} from {self.checkpoint_folder}")
         budget = None
         if cfg.minutes is not None:
-            budget = TimeBudget(60.0 * cfg.minutes, verbose=True, valid_estimate=valid_estimate)
+            budget = TimeBudget(60.0 * cfg.minutes, verbose=True, valid_estimate=valid_estimate, already_used=used)
             cbs.append(budget)
-        last = LastEpochCheckpoint()
-        start_epoch = 0
-        if resume:
-            start_epoch = last.restore(self.learn)
-            if start_epoch >= cfg.n_epochs:
-                print(f"already trained {start_epoch} of {cfg.n_epochs} epochs: nothing to resume")
-                return
         if cfg.checkpoint:
             cbs.append(last)
         if cfg.keep_best:
@@ -336,13 +354,7 @@ class MaXDeepLab:
                 fit(cfg.n_epochs, peak, cbs=cbs, start_epoch=start_epoch)
         else:
             fit(cfg.n_epochs, peak, cbs=cbs, start_epoch=start_epoch)
-        self._record_history()
-
-    def _record_history(self) -> None:
-        rec = self.learn.recorder
-        names = list(rec.metric_names[1:-1])
-        self.state.history = [dict(zip(names, [float(v) if v is not None else None for v in vals]))
-                              for vals in rec.values]
+        self.state.history = last.prior_history + history_rows(self.learn.recorder)
 
     def freeze(self) -> None:
         """Freeze the backbone (stem and convolutional stages); train the transformer and heads."""
@@ -367,8 +379,16 @@ class MaXDeepLab:
         """Panoptic results for a batch of raw raster tiles (see :meth:`PanopticPredictor.predict_tiles`)."""
         return self.predictor.predict_tiles(tiles, valid, windows, **thresholds)
 
-    def predict(self, image, visualize: bool = False, **thresholds) -> PanopticResult:
+    def predict(self, image, visualize: bool = False, *, bands: Sequence[int] | None = None,
+                **thresholds) -> PanopticResult:
         """Panoptic segmentation of one image.
+
+        The image is checked against the training data first (see
+        :func:`geomax.data.image_io.read_image`): a band count other than the model's, or
+        band descriptions naming the model's bands in another order, raise; values whose
+        range or data type differ from the training data's, or bands whose statistics
+        match the training bands better in another order, warn. A pixel that is NaN or
+        no data in any band is void.
 
         Parameters
         ----------
@@ -377,6 +397,9 @@ class MaXDeepLab:
             (bands, H, W) (or (H, W, bands)) of raw pixel values, any size.
         visualize:
             Also draw the image with the result.
+        bands:
+            1-based bands of a file to read, in the model's band order (default: all bands,
+            or the model's ``extract_bands`` from a file with another band count).
         **thresholds:
             Settings of :class:`~geomax.config.PostprocessConfig` for this call
             (``class_threshold``, ``split_disconnected_things``...).
@@ -386,7 +409,7 @@ class MaXDeepLab:
         PanopticResult
             class map (class Values), instance map, segment map, confidence, segment table.
         """
-        array, valid = self.predictor.read_image(image)
+        array, valid = self.predictor.read_image(image, bands)
         result = self.predictor.predict_tiles(array[None], valid[None], **thresholds)[0]
         if visualize:
             from ..viz import image_to_rgb
@@ -484,19 +507,25 @@ class MaXDeepLab:
         return fig
 
     # ------------------------------------------------------------ save / load
-    def save(self, name_or_path: str | Path, overwrite: bool = True, compute_metrics: bool = True) -> Path:
+    def save(self, name_or_path: str | Path, overwrite: bool = False, compute_metrics: bool = True) -> Path:
         """Save a model folder: ``<name>.pth``, ``<name>.emd``, ``model_metrics.html`` and ``<name>.dlpk``.
 
         A bare name goes to ``<data path>/models/<name>/``; a path is used as the folder.
-        Returns the folder.
+        ``overwrite=True`` replaces an earlier geomax model folder there, never anything
+        else (see :mod:`geomax.publish`). Returns the folder.
         """
+        from ..publish import check_replaceable
         from .package import write_model_package
 
         name_or_path = Path(name_or_path)
+        if name_or_path.name in ("", ".", ".."):
+            raise ArgumentError(f"save('{name_or_path}'): give the model a name or a folder path of its own, e.g. "
+                                "save('buildings_model').")
         if name_or_path.is_absolute() or len(name_or_path.parts) > 1:
             folder = name_or_path
         else:
             folder = Path(self.learn.path) / "models" / name_or_path
+        check_replaceable(folder, overwrite, "model", "model folder")  # before the metrics: fail fast
         if compute_metrics and self.has_validation and not self.state.metrics:
             try:
                 self.compute_metrics()
@@ -549,10 +578,11 @@ class MaXDeepLab:
             if data.n_bands != state.n_bands:
                 raise InputMismatchError(f"The model takes {state.n_bands} bands {state.band_names}, "
                                          f"the data has {data.n_bands} {list(data.band_names)}. Prepare the data "
-                                         "with the model's bands (prepare_data(..., bands=...)).")
+                                         "with the model's bands: pass prepare_data(..., bands=...).")
             if data.class_table.values != state.class_table.values:
                 raise DataError(f"The data's classes {data.class_table.names} differ from the model's "
-                                f"{state.class_table.names}.")
+                                f"{state.class_table.names}. Export the training data with the model's classes "
+                                "and Values, or train a new model on this data.")
         network = build_network(state, state_dict)
         model = cls.__new__(cls)
         model._setup(network, state, data)

@@ -83,7 +83,8 @@ def downsample_targets(target: dict, out_size: Sequence[int]) -> dict:
     for key in (GT_SEMANTIC, GT_MASKS, GT_CLASSES):
         if key not in target:
             raise ArgumentError(f"The target dict has no '{key}' entry; it needs {GT_SEMANTIC!r}, {GT_MASKS!r}, "
-                                f"{GT_CLASSES!r} (and optionally {GT_VALID!r}, {GT_IS_THING!r}) as built by prepare_data.")
+                                f"{GT_CLASSES!r} (and optionally {GT_VALID!r}, {GT_IS_THING!r}) as built by "
+                                "prepare_data. Pass the targets of a prepare_data batch.")
     sem = target[GT_SEMANTIC]
     masks = target[GT_MASKS]
     if sem.dim() != 3 or masks.dim() != 4 or masks.shape[-2:] != sem.shape[-2:] or masks.shape[0] != sem.shape[0]:

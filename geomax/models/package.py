@@ -17,33 +17,35 @@ import base64
 import html
 import io
 import json
-import os
 import shutil
-import tempfile
 import zipfile
 from pathlib import Path
 
 import torch
 
 from .._version import __version__
-from ..errors import ModelError, OutputExistsError
+from ..errors import ModelError, OutputError
+from ..publish import check_replaceable, publish_folder, scratch_folder
 
 __all__ = ["write_model_package", "read_model_package", "metrics_html"]
 
 
-def write_model_package(model, folder: str | Path, overwrite: bool = True) -> Path:
+def write_model_package(model, folder: str | Path, overwrite: bool = False) -> Path:
     """Write the model folder (see module docstring) and return it.
 
-    Files are written to a temporary folder beside the target and moved in place only
-    when complete, so an interrupted save never leaves a half-written model.
+    ``overwrite`` replaces an earlier geomax model folder only (:func:`geomax.publish.check_replaceable`).
+    The files are written to a hidden folder beside the target, which is moved in place only
+    when complete (:func:`geomax.publish.publish_folder`): an interrupted save leaves the
+    earlier model (or nothing) at ``folder``, never a half-written one.
     """
     folder = Path(folder)
     name = folder.name
-    if folder.exists() and any(folder.iterdir()) and not overwrite:
-        raise OutputExistsError(f"Model folder '{folder}' exists and is not empty; pass overwrite=True "
-                                "or choose another name.")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
+    check_replaceable(folder, overwrite, "model", "model folder")
+    try:
+        tmp = scratch_folder(folder)
+    except OSError as exc:
+        raise OutputError(f"Cannot save the model to '{folder}': {exc.strerror or exc}. Choose a writable "
+                          "folder.") from exc
     try:
         torch.save(model.learn.model.state_dict(), tmp / f"{name}.pth")
         emd = model.state.to_emd(f"{name}.pth")
@@ -52,12 +54,12 @@ def write_model_package(model, folder: str | Path, overwrite: bool = True) -> Pa
         with zipfile.ZipFile(tmp / f"{name}.dlpk", "w", zipfile.ZIP_DEFLATED) as zf:
             for fname in (f"{name}.emd", f"{name}.pth", "model_metrics.html"):
                 zf.write(tmp / fname, arcname=fname)
-        if folder.exists():
-            shutil.rmtree(folder)
-        os.replace(tmp, folder)
+        publish_folder(tmp, folder, "model")
+    except OSError as exc:
+        raise OutputError(f"Cannot save the model to '{folder}': {exc.strerror or exc}. Free some space or choose "
+                          "another folder; an earlier model there is unchanged.") from exc
     finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)
     return folder
 
 
@@ -70,13 +72,15 @@ def read_model_package(path: str | Path) -> tuple[dict, dict]:
         if path.is_dir():
             emds = sorted(path.glob("*.emd"))
             if not emds:
-                raise ModelError(f"No .emd file in model folder '{path}'.")
+                raise ModelError(f"No .emd file in model folder '{path}'. Give the folder that save() wrote (it "
+                                 "holds the .emd and .pth), or the model's .dlpk.")
             path = emds[0]
         if path.suffix.lower() == ".dlpk":
             with zipfile.ZipFile(path) as zf:
                 emd_names = [n for n in zf.namelist() if n.endswith(".emd")]
                 if not emd_names:
-                    raise ModelError(f"'{path}' holds no .emd file; it is not a geomax model package.")
+                    raise ModelError(f"'{path}' holds no .emd file; it is not a geomax model package. Give a .dlpk "
+                                     "that geomax saved, or save the model again.")
                 emd = _parse_emd(zf.read(emd_names[0]).decode("utf-8"), path)
                 weights = zf.read(_model_file(emd, path))
             state_dict = torch.load(io.BytesIO(weights), map_location="cpu", weights_only=True)
@@ -84,16 +88,19 @@ def read_model_package(path: str | Path) -> tuple[dict, dict]:
             emd = _parse_emd(path.read_text(), path)
             pth = path.parent / _model_file(emd, path)
             if not pth.exists():
-                raise ModelError(f"Weights file '{pth}' named by '{path}' is missing.")
+                raise ModelError(f"Weights file '{pth}' named by '{path}' is missing. Move the .pth back next to "
+                                 "the .emd, or save the model again.")
             state_dict = torch.load(pth, map_location="cpu", weights_only=True)
         else:
-            raise ModelError(f"'{path}' is not a model folder, .emd or .dlpk.")
+            raise ModelError(f"'{path}' is not a model folder, .emd or .dlpk. Give one of those (as save() "
+                             "writes them).")
     except zipfile.BadZipFile as exc:
         raise ModelError(f"'{path}' is not a valid .dlpk (zip) file: {exc}. Save the model again.") from exc
     except (KeyError, RuntimeError, EOFError, OSError) as exc:
         if isinstance(exc, ModelError):
             raise
-        raise ModelError(f"Cannot read the model weights of '{path}': {exc}.") from exc
+        raise ModelError(f"Cannot read the model weights of '{path}': {exc}. Check that the .pth / .dlpk is "
+                         "complete (not cut short); copy or save the model again.") from exc
     return emd, state_dict
 
 
@@ -108,14 +115,16 @@ def _parse_emd(text: str, path: Path) -> dict:
                          "(ModelName 'MaXDeepLab' and ModelParameters expected).")
     for key in ("network_config", "band_names", "band_stats"):
         if key not in emd["ModelParameters"]:
-            raise ModelError(f"'{path}' lacks ModelParameters.{key}; the model definition is incomplete.")
+            raise ModelError(f"'{path}' lacks ModelParameters.{key}; the model definition is incomplete. Save the "
+                             "model again with geomax (or restore the original .emd).")
     return emd
 
 
 def _model_file(emd: dict, path: Path) -> str:
     name = emd.get("ModelFile")
     if not name:
-        raise ModelError(f"'{path}' names no ModelFile (the .pth weights).")
+        raise ModelError(f"'{path}' names no ModelFile (the .pth weights). Save the model again with geomax (or "
+                         "restore the original .emd).")
     return name
 
 

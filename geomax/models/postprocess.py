@@ -116,7 +116,8 @@ class PanopticPostProcessor:
             raise ArgumentError(f"Expected batched outputs: mask logits (B, N, h, w), class logits (B, N, C + 1); got "
                                 f"{tuple(mask_logits.shape)} and {tuple(class_logits.shape)}. Use process_one for one image.")
         if valid is not None and len(valid) != mask_logits.shape[0]:
-            raise ArgumentError(f"valid has {len(valid)} images but the prediction has {mask_logits.shape[0]}.")
+            raise ArgumentError(f"valid has {len(valid)} images but the prediction has {mask_logits.shape[0]}. "
+                                "Pass one valid mask per image of the batch (or valid=None).")
         return [self.process_one(mask_logits[b], class_logits[b], out_size,
                                  None if valid is None else valid[b]) for b in range(mask_logits.shape[0])]
 
@@ -127,7 +128,8 @@ class PanopticPostProcessor:
         """Post-process one image: mask logits (N, h, w), class logits (N, C + 1); see :meth:`__call__`."""
         if mask_logits.dim() != 3 or class_logits.dim() != 2 or mask_logits.shape[0] != class_logits.shape[0]:
             raise ArgumentError(f"process_one needs mask logits (N, h, w) and class logits (N, C + 1) with the same N; "
-                                f"got {tuple(mask_logits.shape)} and {tuple(class_logits.shape)}.")
+                                f"got {tuple(mask_logits.shape)} and {tuple(class_logits.shape)}. Pass one image's "
+                                "outputs (index the batch), or call the post-processor on the batch.")
         n_cls = len(self.class_table) + 1
         if class_logits.shape[-1] != n_cls:
             raise ArgumentError(f"Class logits have {class_logits.shape[-1]} entries but the class table has "
@@ -139,7 +141,8 @@ class PanopticPostProcessor:
         if valid is not None:
             valid = torch.as_tensor(np.asarray(valid.cpu() if torch.is_tensor(valid) else valid)).bool()
             if tuple(valid.shape) != (H, W):
-                raise ArgumentError(f"valid has shape {tuple(valid.shape)} but the output size is {(H, W)}.")
+                raise ArgumentError(f"valid has shape {tuple(valid.shape)} but the output size is {(H, W)}. Pass a "
+                                    "valid mask of the output size, or set out_size to its shape.")
 
         class_probs = torch.softmax(class_logits.float(), dim=-1)
         best_prob, best_cls = class_probs[:, 1:].max(dim=-1)

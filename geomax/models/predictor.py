@@ -123,13 +123,19 @@ class PanopticPredictor(TilePredictor):
         results = post(pred, out_size=(ph, pw), valid=_pad_valid(valid_t, ph, pw, len(tiles), h, w))
         return [_crop_result(r, h, w) for r in results]
 
-    def read_image(self, image) -> tuple[np.ndarray, np.ndarray]:
-        """``(array, valid)`` of a path or array in the model's bands (see :func:`geomax.data.image_io.read_image`)."""
-        return read_image(image, self.band_names, self.state.extract_bands)
+    def read_image(self, image, bands: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(array, valid)`` of a path or array in the model's bands, checked against the training data.
 
-    def predict(self, image, **options) -> PanopticResult:
-        """Panoptic segmentation of one image (path or array, any size)."""
-        array, valid = self.read_image(image)
+        See :func:`geomax.data.image_io.read_image`: a wrong band count or named bands in
+        another order raise; a value range or data type unlike the training data's, or bands
+        whose statistics suggest another order, warn.
+        """
+        return read_image(image, self.band_names, self.state.extract_bands, bands=bands,
+                          band_stats=self.state.band_stats)
+
+    def predict(self, image, *, bands: Sequence[int] | None = None, **options) -> PanopticResult:
+        """Panoptic segmentation of one image (path or array, any size; ``bands``: 1-based bands of a file)."""
+        array, valid = self.read_image(image, bands)
         return self.predict_tiles(array[None], valid[None], **options)[0]
 
 

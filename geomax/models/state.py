@@ -7,6 +7,7 @@ workers all load models through :func:`geomax.models.loading.load_model_state`.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -76,6 +77,13 @@ class ModelState:
     def n_bands(self) -> int:
         return len(self.band_names)
 
+    @property
+    def fingerprint(self) -> str:
+        """Short hash of what decides whether weights fit this model: network settings, classes, bands."""
+        key = json.dumps({"network": self.network_config, "classes": self.class_table.to_dict(),
+                          "bands": self.band_names}, sort_keys=True, default=str)
+        return hashlib.sha1(key.encode()).hexdigest()[:12]
+
     def to_emd(self, model_file: str) -> dict:
         """The ``.emd`` dict (ArcGIS keys plus geomax's ``ModelParameters``)."""
         return {
@@ -120,10 +128,12 @@ class ModelState:
         """
         params = emd.get("ModelParameters")
         if not isinstance(params, dict):
-            raise ModelError(f"{source} has no ModelParameters; it is not a geomax model definition.")
+            raise ModelError(f"{source} has no ModelParameters; it is not a geomax model definition. Give the .emd "
+                             "of a model geomax saved (not a training-data export's .emd).")
         for key in ("network_config", "band_names", "band_stats"):
             if key not in params:
-                raise ModelError(f"{source} lacks ModelParameters.{key}; the model definition is incomplete.")
+                raise ModelError(f"{source} lacks ModelParameters.{key}; the model definition is incomplete. Save "
+                                 "the model again with geomax (or restore the original .emd).")
         train = params.get("train_config")
         return cls(
             network_config=dict(params["network_config"]),

@@ -10,7 +10,6 @@
                          ``evaluate_model``, ``write_metrics_json``
 :mod:`.tools`            the declarative table of tools and parameters the ArcGIS toolbox,
                          its scripts and the ``geomax`` command are generated from
-:mod:`.outputs`          ``check_output_folder``
 =======================  ==================================================================
 
 The ``geomax`` command, the toolbox, the DDP launcher, the demo, the examples and the

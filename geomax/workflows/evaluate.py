@@ -9,13 +9,15 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import TilingConfig
-from ..errors import ArgumentError, DataError, OutputExistsError
+from ..errors import ArgumentError, DataError, OutputError
 from ..evaluate import evaluate_raster
+from ..publish import check_outputs_apart, check_replaceable, publish_files, scratch_folder
 
 __all__ = ["evaluate", "evaluate_model", "write_metrics_json"]
 
@@ -24,11 +26,18 @@ WINDOW_SIZE: int = inspect.signature(evaluate_raster).parameters["window_size"].
 
 
 def write_metrics_json(metrics: dict, path: str | os.PathLike) -> Path:
-    """Write metrics (numpy scalars included) as JSON, under a temporary name renamed when complete."""
+    """Write metrics (numpy scalars included) as JSON, in a scratch folder beside ``path``, moved in when complete."""
     path = Path(path)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(json.dumps(metrics, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
-    os.replace(partial, path)
+    work = scratch_folder(path)
+    try:
+        partial = work / path.name
+        partial.write_text(json.dumps(metrics, indent=2, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+        publish_files([(partial, path)])
+    except OSError as exc:
+        raise OutputError(f"Cannot write the metrics file '{path}': {exc.strerror or exc}. Choose a writable "
+                          "place.") from exc
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     return path
 
 
@@ -66,7 +75,8 @@ def evaluate_model(model, in_raster: str | os.PathLike, reference, *, class_fiel
 
     in_raster = Path(in_raster)
     if not in_raster.exists():
-        raise DataError(f"Input raster '{in_raster}' does not exist.")
+        raise DataError(f"Input raster '{in_raster}' does not exist. Check the path (relative paths start from the "
+                        "current folder).")
     predictor = load_predictor(model)
     with tempfile.TemporaryDirectory(prefix="geomax_eval_") as tmp:
         target = Path(out_raster) if out_raster is not None else Path(tmp) / "prediction.tif"
@@ -125,15 +135,20 @@ def evaluate(prediction, reference, *, model=None, image: str | os.PathLike | No
     ArgumentError
         ``image`` given with ``model``.
     """
-    if out_json is not None and Path(out_json).exists() and not overwrite:
-        raise OutputExistsError(f"The metrics file '{out_json}' already exists. Pass overwrite=True (--overwrite) "
-                                "to replace it, or choose another name.")
+    if out_json is not None:
+        check_outputs_apart({"prediction": prediction if isinstance(prediction, (str, os.PathLike)) else None,
+                             "reference": reference if isinstance(reference, (str, os.PathLike)) else None,
+                             "reference instances": reference_instances, "image": image,
+                             "model": model if isinstance(model, (str, os.PathLike)) else None},
+                            {"metrics file (--json)": out_json})
+        check_replaceable(out_json, overwrite, None, "metrics file (--json)")
     if model is not None and image is not None:
         raise ArgumentError("With a model, the prediction argument is the input image; do not give image as well.")
     for path, what in ((prediction, "Input raster" if model is not None else "Panoptic raster"),
                        (reference, "Reference labels")):
         if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
-            raise DataError(f"{what} '{path}' does not exist.")
+            raise DataError(f"{what} '{path}' does not exist. Check the path (relative paths start from the current "
+                            "folder).")
     if model is not None:
         metrics = evaluate_model(model, prediction, reference, class_field=class_field,
                                  reference_instances=reference_instances, class_table_source=class_table_source,

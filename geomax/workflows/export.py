@@ -64,7 +64,8 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
     """
     for path, what in ((raster, "Input raster"), (labels, "Label file")):
         if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
-            raise DataError(f"{what} '{path}' does not exist.")
+            raise DataError(f"{what} '{path}' does not exist. Check the path (relative paths start from the current "
+                            "folder).")
     class_table = None
     if class_table_source is not None:
         from ..evaluate import load_class_table

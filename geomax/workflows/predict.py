@@ -103,8 +103,13 @@ def predict_raster(model, in_raster: str | os.PathLike, out_raster: str | os.Pat
     from ..inference.predict_raster import predict_raster as run
 
     RasterJob(in_raster, out_raster, out_features, overwrite=overwrite)  # checks the output names, writes nothing
+    if isinstance(model, (str, os.PathLike)):
+        from ..publish import check_outputs_apart
+
+        check_outputs_apart({"model": model}, {"output raster": out_raster, "output features": out_features})
     if not Path(in_raster).exists():
-        raise DataError(f"Input raster '{in_raster}' does not exist.")
+        raise DataError(f"Input raster '{in_raster}' does not exist. Check the path (relative paths start from the "
+                        "current folder).")
     predictor = load_predictor(model)
     return run(predictor, in_raster, out_raster, out_features,
                tiling=tiling, tile_size=tile_size,

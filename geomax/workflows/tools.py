@@ -247,7 +247,7 @@ def convert_value(param: Param, raw, name_of: Callable[[Param], str] | None = No
     name_of = name_of or _described
     if raw is None or (isinstance(raw, str) and raw.strip() in ("", "#")):
         if param.required:
-            raise ArgumentError(f"Parameter {name_of(param)} is required.")
+            raise ArgumentError(f"Parameter {name_of(param)} is required. Give a value for it.")
         return param.default
     try:
         if param.multivalue:
@@ -256,7 +256,7 @@ def convert_value(param: Param, raw, name_of: Callable[[Param], str] | None = No
             return [parse_text(param, s) for s in items if s != ""] or param.default
         return parse_text(param, raw)
     except ValueError as exc:
-        raise ArgumentError(f"Parameter {name_of(param)}: {exc}.") from None
+        raise ArgumentError(f"Parameter {name_of(param)}: {exc}. Check the value given for it.") from None
 
 
 def convert_values(tool: Tool, raw: dict, name_of: Callable[[Param], str] | None = None) -> dict:
@@ -403,7 +403,7 @@ def _run_train(v: dict, log, progress: bool) -> Any:
                                   early_stopping=v["early_stopping"], patience=v["patience"],
                                   num_threads=v["num_threads"])
     return train(v["in_folder"], v["out_model"], train=config, backbone=v["backbone"],
-                 pretrained=v["pretrained_model"], overwrite=v["overwrite"], log=log)
+                 pretrained=v["pretrained_model"], overwrite=v["overwrite"], resume=v["resume"], log=log)
 
 
 def _run_predict(v: dict, log, progress: bool) -> Any:
@@ -453,7 +453,8 @@ def _model_default(setting: str, what: str) -> str:
 
 _RASTER = ("DERasterDataset", "GPRasterLayer")
 _FEATURES = ("DEFeatureClass", "GPFeatureLayer")
-_OVERWRITE_HELP = "Replace {what} (otherwise an existing one is refused before any work)."
+_OVERWRITE_HELP = ("Replace {what} (otherwise an existing one is refused before any work). Only outputs geomax "
+                   "wrote are ever replaced; anything else is refused.")
 
 TOOLS: dict[str, Tool] = {t.name: t for t in [
     Tool("ExportTrainingDataForDeepLearning", "Export Training Data For Deep Learning (Panoptic)",
@@ -547,11 +548,15 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
              Param("num_threads", "CPU Threads", "GPLong", "int", "CPU threads for torch (default: torch's choice).",
                    check="positive", cli="--threads"),
              Param("overwrite", "Overwrite", "GPBoolean", "bool",
-                   _OVERWRITE_HELP.format(what="the contents of a non-empty model folder")),
+                   _OVERWRITE_HELP.format(what="an earlier geomax model folder")),
+             Param("resume", "Resume Interrupted Training", "GPBoolean", "bool",
+                   "Continue an interrupted training of the same output folder from its last epoch (same data and "
+                   "settings; checkpoints are kept beside the output until the model is saved)."),
          ), _run_train, command="train", summary="train a MaXDeepLab model on exported chips",
          examples="""
              geomax train chips --out models/city --epochs 20
              geomax train chips --out models/city --minutes 30           # wall-clock budget
+             geomax train chips --out models/city --minutes 30 --resume  # after an interruption
              geomax train chips --out models/city --backbone max_deeplab_s --batch-size 4 --lr 1e-3
          """,
          script_example="python TrainDeepLearningModel.py chips models/city --max_epochs 20",

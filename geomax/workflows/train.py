@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from ..config import LossConfig, NetworkConfig, PostprocessConfig, TrainConfig
-from ..errors import ArgumentError, DataError
+from ..errors import ArgumentError, DataError, ModelError
 
-__all__ = ["resolve_train_config", "prepare", "build_model", "fit_model", "train", "TrainResult"]
+__all__ = ["resolve_train_config", "prepare", "build_model", "fit_model", "train", "TrainResult", "checkpoint_folder_of"]
 
 
 def resolve_train_config(train: TrainConfig | dict | None = None, **values: Any) -> TrainConfig:
@@ -43,7 +44,7 @@ def build_model(data, *, backbone: str | None = None, pretrained: str | os.PathL
 
 
 def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Callable[[str], Any] = print,
-              verbose: bool = True) -> dict:
+              verbose: bool = True, resume: bool = False) -> dict:
     """Train ``model`` with the recipe (``model.fit(config=train)``), then compute its validation metrics.
 
     Parameters
@@ -59,6 +60,8 @@ def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Ca
         Where the validation PQ summary goes.
     verbose:
         Log the summary.
+    resume:
+        Continue an interrupted run from the model's checkpoint folder.
 
     Returns
     -------
@@ -66,7 +69,7 @@ def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Ca
         The validation metrics (empty without validation chips), also kept on the model
         and written into its package by ``save``.
     """
-    model.fit(config=train, valid_estimate=valid_estimate)
+    model.fit(config=train, valid_estimate=valid_estimate, resume=resume)
     metrics: dict = {}
     if model.has_validation:
         try:
@@ -77,6 +80,12 @@ def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Ca
         log(f"validation PQ {100 * metrics['all']['pq']:.1f} (things {100 * metrics['things']['pq']:.1f}, "
             f"stuff {100 * metrics['stuff']['pq']:.1f})")
     return metrics
+
+
+def checkpoint_folder_of(out: str | os.PathLike) -> Path:
+    """The checkpoint folder of the training that writes the model folder ``out``: ``.<name>.geomax-train`` beside it."""
+    out = Path(out).resolve()
+    return out.parent / f".{out.name}.geomax-train"
 
 
 @dataclass
@@ -112,7 +121,7 @@ class TrainResult:
 def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainConfig | None = None,
           backbone: str | None = None, pretrained: str | os.PathLike | None = None,
           network: NetworkConfig | dict | None = None, loss: LossConfig | None = None,
-          postprocess: PostprocessConfig | None = None, overwrite: bool = False,
+          postprocess: PostprocessConfig | None = None, overwrite: bool = False, resume: bool = False,
           log: Callable[[str], Any] = print) -> TrainResult:
     """Train a model on an export and save the model folder.
 
@@ -127,7 +136,11 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
     backbone, pretrained, network, loss, postprocess:
         As :class:`~geomax.models.learner.MaXDeepLab`.
     overwrite:
-        Replace the contents of a non-empty model folder.
+        Replace an earlier geomax model folder at ``out`` (never anything else).
+    resume:
+        Continue the interrupted training of ``out`` from its last epoch (same data and
+        settings). Checkpoints live beside the output, in :func:`checkpoint_folder_of`
+        ``(out)``, and are removed once the model is saved.
     log:
         Where progress lines go.
 
@@ -140,24 +153,36 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
     DataError
         The export folder or the pretrained model does not exist.
     ArgumentError
-        An unknown backbone, or ``out`` is a file.
+        An unknown backbone, ``out`` is a file, or ``out`` is, holds or sits inside an input.
     OutputExistsError
-        ``out`` is not empty and ``overwrite`` is False.
+        ``out`` holds something and ``overwrite`` is False, or it is not a geomax model folder.
+    ModelError
+        ``resume`` without an interrupted training of ``out``.
 
-    All three are checked before any work; the folder is emptied only when the model is saved.
+    All are checked before any work; an earlier model at ``out`` is replaced only when the
+    new one is complete.
     """
     import torch
 
     from ..models.maxdeeplab import list_variants
-    from .outputs import check_output_folder, refuse_output_folder
+    from ..publish import check_outputs_apart, check_replaceable
 
     cfg = resolve_train_config(train)
     data_path, out = Path(data_path), Path(out)
     if not data_path.exists():
-        raise DataError(f"Training data folder '{data_path}' does not exist.")
-    refuse_output_folder(out, overwrite, what="Model folder")
+        raise DataError(f"Training data folder '{data_path}' does not exist. Give the folder an export wrote.")
+    if not data_path.is_dir():
+        raise DataError(f"Training data '{data_path}' is a file; give the export folder (the one holding images/ and "
+                        "esri_model_definition.emd).")
     if pretrained is not None and not Path(pretrained).exists():
-        raise DataError(f"Pretrained model '{pretrained}' does not exist.")
+        raise DataError(f"Pretrained model '{pretrained}' does not exist. Check the path of the model folder, .emd "
+                        "or .dlpk (relative paths start from the current folder).")
+    check_outputs_apart({"training data": data_path, "pretrained model": pretrained}, {"model folder (--out)": out})
+    check_replaceable(out, overwrite, "model", "model folder (--out)")
+    checkpoints = checkpoint_folder_of(out)
+    if resume and not (checkpoints / "geomax_last.json").exists():
+        raise ModelError(f"There is no interrupted training of '{out}' to resume (nothing in '{checkpoints}'). "
+                         "Run the same command without --resume.")
     if backbone is not None and backbone not in list_variants():
         raise ArgumentError(f"Unknown backbone '{backbone}'. Choose one of {list_variants()}.")
     if cfg.num_threads:
@@ -166,9 +191,11 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
     data = prepare(data_path, cfg)
     model = build_model(data, backbone=backbone, pretrained=pretrained, network=network, loss=loss,
                         postprocess=postprocess)
+    model.checkpoint_dir = checkpoints
     log(f"{model!r}: {len(data.train_ds)} training chips, {len(data.valid_ds)} validation chips")
-    fit_model(model, cfg, log=log)
-    folder = Path(model.save(check_output_folder(out, overwrite=overwrite).resolve()))  # a path, never a bare name
+    fit_model(model, cfg, log=log, resume=resume)
+    folder = Path(model.save(out.resolve(), overwrite=overwrite))  # a path, never a bare name
+    shutil.rmtree(checkpoints, ignore_errors=True)  # geomax's own, of a run now complete
     log(f"Model saved to {folder}")
     state = model.state
     return TrainResult(model, folder, dict(model.metrics), model.train_config or cfg,

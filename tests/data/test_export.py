@@ -45,7 +45,7 @@ def test_chips_are_georeferenced_and_match_rasterized_labels(export3, scene3):
                 win = Window(round(col), round(row), 128, 128)
                 assert im.transform == window_transform(win, src.transform)
                 np.testing.assert_array_equal(im.read(), src.read(window=win))
-                valid = ~(im.read() == src.nodata).all(0)
+                valid = ~(im.read() == src.nodata).any(0)  # valid only if valid in every band
             cm, ins = rasterize_labels(gdf, CLASS_FIELD, SYNTHETIC_CLASSES, window_transform(win, src.transform),
                                        (128, 128))
             cm[~valid] = 0
@@ -85,16 +85,21 @@ def test_class_table_from_labels_and_thing_classes(scene4, tmp_path):
     assert set(table.thing_names) == {"building", "vehicle"}
 
 
-def test_overwrite(scene4, tmp_path):
+def test_overwrite_replaces_an_earlier_export_only(scene4, tmp_path):
     out = tmp_path / "o"
     out.mkdir()
     (out / "something.txt").write_text("x")
     kw = dict(class_field=CLASS_FIELD, class_table=SYNTHETIC_CLASSES, tile_size=128, progress=False)
-    with pytest.raises(OutputExistsError, match="not empty"):
-        export_training_data(scene4.raster, scene4.labels, out, **kw)
-    assert not (out / "images").exists()
-    info = export_training_data(scene4.raster, scene4.labels, out, overwrite=True, **kw)
-    assert (out / "map.txt").exists() and info.n_chips > 0
+    for overwrite in (False, True):
+        with pytest.raises(OutputExistsError, match="not a folder geomax wrote"):
+            export_training_data(scene4.raster, scene4.labels, out, overwrite=overwrite, **kw)
+    assert sorted(p.name for p in out.iterdir()) == ["something.txt"]
+    first = export_training_data(scene4.raster, scene4.labels, tmp_path / "chips", **kw)
+    with pytest.raises(OutputExistsError, match="earlier geomax export"):
+        export_training_data(scene4.raster, scene4.labels, tmp_path / "chips", **kw)
+    info = export_training_data(scene4.raster, scene4.labels, tmp_path / "chips", overwrite=True, stride=64, **kw)
+    assert (tmp_path / "chips" / "map.txt").exists() and info.n_chips > first.n_chips
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["chips", "o"]  # no scratch left beside
 
 
 # ---- bad input: one test each, nothing written -------------------------------------------------

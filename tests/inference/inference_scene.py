@@ -27,6 +27,7 @@ H, W = 230, 270
 TRANSFORM = from_origin(600000.0, 5700000.0, 0.5, 0.5)
 CRS = "EPSG:32632"
 NODATA_BOX = (0, 0, 20, 30)  # rows 0..20, cols 0..30 are no data in every band
+ONE_BAND_NODATA_BOX = (50, 50, 60, 60)  # no data in band 1 only: no data too (valid only if valid in every band)
 
 
 def _px(geom):
@@ -67,9 +68,9 @@ def label_frame() -> gpd.GeoDataFrame:
 
 def ground_truth(gdf) -> tuple[np.ndarray, np.ndarray]:
     cls, inst = rasterize_labels(gdf, "class_name", CLASSES, TRANSFORM, (H, W))
-    r0, c0, r1, c1 = NODATA_BOX
-    cls[r0:r1, c0:c1] = 0
-    inst[r0:r1, c0:c1] = 0
+    for r0, c0, r1, c1 in (NODATA_BOX, ONE_BAND_NODATA_BOX):
+        cls[r0:r1, c0:c1] = 0
+        inst[r0:r1, c0:c1] = 0
     return cls, inst
 
 
@@ -78,7 +79,8 @@ def write_image(path: Path, n_bands: int = 3, dtype: str = "uint8", crs=CRS, nam
     data = rng.integers(1, 200, size=(n_bands, H, W)).astype(dtype)
     r0, c0, r1, c1 = NODATA_BOX
     data[:, r0:r1, c0:c1] = 0
-    data[0, 50:60, 50:60] = 0  # zero in one band only: still valid
+    r0, c0, r1, c1 = ONE_BAND_NODATA_BOX
+    data[0, r0:r1, c0:c1] = 0  # no data in one band only
     with rasterio.open(path, "w", driver="GTiff", width=W, height=H, count=n_bands, dtype=dtype, crs=crs,
                        transform=TRANSFORM, nodata=0) as dst:
         dst.write(data)

@@ -5,9 +5,10 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-from inference_scene import CLASSES, CRS, NODATA_BOX, TRANSFORM, write_image
+from inference_scene import CLASSES, CRS, NODATA_BOX, ONE_BAND_NODATA_BOX, TRANSFORM, H, W, write_image
 from scipy import ndimage
 
+from geomax.data.rasterize import rasterize_labels
 from geomax.errors import ArgumentError, DataError, InputMismatchError, ModelError, OutputExistsError
 from geomax.inference.predict_raster import predict_raster
 from geomax.inference.predictor import OracleTilePredictor, TilePredictor
@@ -75,8 +76,9 @@ def test_overlap_zero_leaves_cut_objects_split(scene, tmp_path):
 
 
 def test_raster_georeference_nodata_and_cog_layout(scene, tmp_path):
-    res = predict_raster(oracle(scene), scene.image, tmp_path / "out.tif", tile_size=64, overlap=16,
-                         progress=False)
+    labels = rasterize_labels(scene.labels, "class_name", CLASSES, TRANSFORM, (H, W))  # no-data not cut out
+    res = predict_raster(OracleTilePredictor(labels, CLASSES), scene.image, tmp_path / "out.tif", tile_size=64,
+                         overlap=16, progress=False)
     with rasterio.open(res.out_raster) as src, rasterio.open(scene.image) as img:
         assert src.crs == img.crs and src.transform == img.transform and src.shape == img.shape
         assert src.count == 3 and src.nodata == 0 and src.dtypes[0] == "uint8"
@@ -89,7 +91,9 @@ def test_raster_georeference_nodata_and_cog_layout(scene, tmp_path):
         valid = img.dataset_mask() > 0
     r0, c0, r1, c1 = NODATA_BOX
     assert (cls[r0:r1, c0:c1] == 0).all() and not valid[r0:r1, c0:c1].any()
-    assert (cls[50:60, 50:60] > 0).all()  # zero in a single band is not no data
+    r0, c0, r1, c1 = ONE_BAND_NODATA_BOX
+    assert (cls[r0:r1, c0:c1] == 0).all() and valid[r0:r1, c0:c1].all()  # no data in one band is no data
+    assert (cls[r1:r1 + 5, c0:c1] > 0).all()  # ... the labelled pixels around it are predicted
     # nothing but the two outputs is left in the folder
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.tif", "out.tif.aux.xml"]
 
@@ -185,7 +189,8 @@ def test_predictor_gets_batched_raw_tiles_with_validity(scene, tmp_path):
     first_valid, first_window = rec.batches[0][2][0], rec.batches[0][3][0]
     assert first_window.row_off == -8 and first_window.col_off == -8  # boundless at the edge
     assert not first_valid[:8].any() and not first_valid[:, :8].any()  # outside the raster
-    assert not first_valid[8:28, 8:38].any() and first_valid[30:, 40:].all()  # the no-data corner
+    assert not first_valid[8:28, 8:38].any() and first_valid[30:58, 40:].all()  # the no-data corner
+    assert not first_valid[58:, 58:].any() and first_valid[58:, 40:58].all()  # no data in one band (rows 50..)
 
 
 def test_no_crs_warns_and_still_works(scene, tmp_path):

@@ -112,7 +112,7 @@ def small_raster(tmp_path):
     """A 3-band uint16 raster (no-data 0) and a float raster with NaN pixels, 30 x 40."""
     data = np.random.default_rng(0).integers(1, 500, size=(3, 30, 40)).astype("uint16")
     data[:, 0:5, 0:6] = 0      # no data in every band
-    data[1, 10:12, 10:12] = 0  # zero in one band only: valid
+    data[1, 10:12, 10:12] = 0  # no data in one band only: no data too
     path = tmp_path / "small.tif"
     profile = dict(driver="GTiff", width=40, height=30, count=3, dtype="uint16", crs="EPSG:32632",
                    transform=from_origin(0, 30, 1, 1), nodata=0)
@@ -120,6 +120,7 @@ def small_raster(tmp_path):
         dst.write(data)
     fdata = data.astype("float32")
     fdata[:, 20:22, 30:33] = np.nan
+    fdata[0, 27, 37] = np.nan  # NaN in one band only
     fpath = tmp_path / "float.tif"
     with rasterio.open(fpath, "w", **{**profile, "dtype": "float32", "nodata": None}) as dst:
         dst.write(fdata)
@@ -143,11 +144,13 @@ def test_reader_marks_no_data_invalid(small_raster):
     with rasterio.open(path) as src:
         _, valid = TileReader(src, [1, 2, 3]).read(rasterio.windows.Window(0, 0, 20, 20))
     assert not valid[0:5, 0:6].any()       # no data in every band
-    assert valid[10:12, 10:12].all()       # zero in a single band is data
-    assert valid.sum() == 20 * 20 - 5 * 6
+    assert not valid[10:12, 10:12].any()   # no data in a single band is no data
+    assert valid.sum() == 20 * 20 - 5 * 6 - 2 * 2
     with rasterio.open(fpath) as src:
         _, valid = TileReader(src, [1, 2, 3]).read(rasterio.windows.Window(25, 15, 15, 15))
-    assert not valid[5:7, 5:8].any() and valid.sum() == 15 * 15 - 6
+        _, valid_23 = TileReader(src, [2, 3]).read(rasterio.windows.Window(25, 15, 15, 15))
+    assert not valid[5:7, 5:8].any() and not valid[12, 12] and valid.sum() == 15 * 15 - 6 - 1  # NaN in any band
+    assert valid_23[12, 12] and valid_23.sum() == 15 * 15 - 6  # only the bands read count
     with rasterio.open(path) as src:
         _, valid = TileReader(src, [1]).read(rasterio.windows.Window(100, 100, 8, 8))  # wholly outside
     assert not valid.any()

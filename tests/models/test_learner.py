@@ -66,7 +66,7 @@ def test_compute_metrics_agrees_with_the_evaluator_by_hand(trained, data):
 def test_save_from_model_predict_identical(trained, data, chips, trained_model_folder):
     folder = trained_model_folder
     names = sorted(p.name for p in folder.iterdir())
-    assert names == ["model_metrics.html", "tiny_model.dlpk", "tiny_model.emd", "tiny_model.pth"]
+    assert names == [".geomax-output.json", "model_metrics.html", "tiny_model.dlpk", "tiny_model.emd", "tiny_model.pth"]
     with zipfile.ZipFile(folder / "tiny_model.dlpk") as zf:
         assert sorted(zf.namelist()) == ["model_metrics.html", "tiny_model.emd", "tiny_model.pth"]
     emd = json.loads((folder / "tiny_model.emd").read_text())
@@ -142,12 +142,14 @@ def test_resume_continues_from_last_epoch(data, tmp_path):
     model = MaXDeepLab(data, backbone="max_deeplab_tiny")
     model.learn.path = tmp_path
     model.fit(1, lr=1e-3)
-    meta = json.loads((tmp_path / "models" / "geomax_last.json").read_text())
-    assert meta["epochs_done"] == 1
+    assert model.checkpoint_folder.parent == (tmp_path / "models" / "checkpoints").resolve()
+    meta = json.loads((model.checkpoint_folder / "geomax_last.json").read_text())
+    assert meta["epochs_done"] == 1 and meta["fingerprint"] == model.state.fingerprint
     model.fit(2, lr=1e-3, resume=True)
     # only the remaining epoch trained: one epoch's worth of batch losses
     assert len(model.learn.recorder.losses) == len(data.train)
-    assert json.loads((tmp_path / "models" / "geomax_last.json").read_text())["epochs_done"] == 2
+    assert json.loads((model.checkpoint_folder / "geomax_last.json").read_text())["epochs_done"] == 2
+    assert len(model.history) == 2  # the interrupted run's epoch and the resumed one
 
 
 def test_band_subset_model_reads_its_bands_from_a_full_image(chips):

@@ -15,7 +15,7 @@ class _FakeModel:
     def __init__(self):
         self.fitted_with = None
 
-    def fit(self, config=None, valid_estimate=0.0):
+    def fit(self, config=None, valid_estimate=0.0, resume=False):
         self.fitted_with = config
 
     def compute_metrics(self):
@@ -49,7 +49,7 @@ def test_train_checks_everything_before_any_work(monkeypatch, synthetic_export, 
     busy = tmp_path / "busy"
     busy.mkdir()
     (busy / "keep.txt").write_text("x")
-    with pytest.raises(OutputExistsError, match="not empty"):
+    with pytest.raises(OutputExistsError, match="not a folder geomax wrote"):
         train_workflow.train(chips, busy, log=lambda line: None)
     assert (busy / "keep.txt").read_text() == "x"
     with pytest.raises(DataError, match="does not exist"):

@@ -116,9 +116,11 @@ class AxialResNetBackbone(nn.Module):
                  transformer: dict, axial: dict, drop_path_rate: float = 0.0) -> None:
         super().__init__()
         if len(stage_filters) != 4 or len(stage_blocks) != 4:
-            raise ArgumentError("stage_filters and stage_blocks need 4 entries (stages 2-5)")
+            raise ArgumentError("stage_filters and stage_blocks need 4 entries (stages 2-5); pass one value per "
+                                "stage, as the variants in geomax.models.maxdeeplab.variants do")
         if stage_blocks[2] < 2:
-            raise ArgumentError("stage 4 needs >= 2 blocks (a strided conv block, then axial)")
+            raise ArgumentError("stage 4 needs >= 2 blocks (a strided conv block, then axial); set "
+                                "stage_blocks[2] to at least 2")
         self.stem = InceptionStem(in_channels, stem_channels)
         f2, f3, f4, f5 = (int(f) for f in stage_filters)
         n2, n3, n4, n5 = (int(n) for n in stage_blocks)

@@ -245,7 +245,8 @@ class MaXDeepLabNetwork(nn.Module):
         if h % INPUT_MULTIPLE or w % INPUT_MULTIPLE or h == 0 or w == 0:
             raise InputMismatchError(
                 f"image size {h}x{w} is not a multiple of {INPUT_MULTIPLE}; pad it with "
-                f"geomax.models.maxdeeplab.pad_to_multiple and crop the outputs")
+                f"geomax.models.maxdeeplab.pad_to_multiple and crop the outputs (or use a size that is a "
+                f"multiple of {INPUT_MULTIPLE})")
 
     def forward(self, image: torch.Tensor) -> dict[str, torch.Tensor]:
         """Predict masks, classes, semantic logits and features.
@@ -315,7 +316,8 @@ class MaXDeepLabNetwork(nn.Module):
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # corrupt file, not a torch file
-            raise ModelError(f"cannot read checkpoint {path!r}: {exc}") from exc
+            raise ModelError(f"cannot read checkpoint {path!r}: {exc}; check that it is a .pth file saved with "
+                             "torch.save(model.state_dict(), path) and not cut short") from exc
         if isinstance(state, dict):
             for key in ("model", "state_dict"):
                 if key in state and isinstance(state[key], dict):
@@ -323,7 +325,8 @@ class MaXDeepLabNetwork(nn.Module):
                     break
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor)
                                                   for v in state.values()):
-            raise ModelError(f"checkpoint {path!r} does not hold a state dict of tensors")
+            raise ModelError(f"checkpoint {path!r} does not hold a state dict of tensors; save it with "
+                             "torch.save(model.state_dict(), path)")
         own = self.state_dict()
         # convolutions that read the image bands (the full-resolution one at output stride 1)
         band_keys = ("backbone.stem.conv1.0.weight", "full_res.0.0.weight")
@@ -344,7 +347,8 @@ class MaXDeepLabNetwork(nn.Module):
             loaded.append(key)
         if not loaded:
             raise ModelError(f"no tensor of {path!r} matches this network; was it saved from a "
-                             f"MaX-DeepLab network of this package?")
+                             f"MaX-DeepLab network of this package? Pass a checkpoint saved from a geomax "
+                             "MaX-DeepLab network")
         self.load_state_dict(new_state, strict=False)
         missing = [k for k in own if k not in new_state]
         if skipped:

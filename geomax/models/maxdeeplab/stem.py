@@ -28,7 +28,8 @@ class InceptionStem(nn.Module):
     def __init__(self, in_channels: int, channels: Sequence[int] = (64, 64, 128)) -> None:
         super().__init__()
         if len(channels) != 3:
-            raise ArgumentError(f"stem_channels must have 3 entries, got {list(channels)}")
+            raise ArgumentError(f"stem_channels must have 3 entries, got {list(channels)}; pass three channel "
+                                "counts, e.g. (64, 64, 128)")
         c0, c1, c2 = (int(c) for c in channels)
         self.conv1 = conv_bn(in_channels, c0, 3, stride=2)
         self.conv2 = conv_bn(c0, c1, 3)

@@ -140,5 +140,6 @@ def build_from_config(config: Mapping[str, Any]) -> nn.Module:
         in_channels = kwargs.pop("in_channels")
         num_classes = kwargs.pop("num_classes")
     except KeyError as exc:
-        raise ArgumentError(f"config is missing {exc.args[0]!r}") from None
+        raise ArgumentError(f"config is missing {exc.args[0]!r}; pass the full .config of a built network "
+                            "(with 'variant', 'in_channels' and 'num_classes')") from None
     return build_maxdeeplab(variant, in_channels, num_classes, **kwargs)
