@@ -27,6 +27,23 @@ CHIP_SIZE = 64
 TRAINED_EPOCHS = 3
 
 
+def _file_bytes(root) -> dict:
+    """Every file below ``root`` (relative path -> bytes): compare two of them to prove nothing changed."""
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as f:
+                out[os.path.relpath(path, root)] = f.read()
+    return out
+
+
+@pytest.fixture(scope="session")
+def snapshot():
+    """``snapshot(root)``: every file below ``root`` with its bytes."""
+    return _file_bytes
+
+
 def pytest_collection_modifyitems(config, items):
     try:
         import torch

@@ -1,6 +1,5 @@
 """Bad input on every surface (API, ``geomax`` command, tool scripts): a geomax error naming the problem and
 the fix, raised before anything is written; every file that was there is byte-identical afterwards."""
-import os
 import re
 import shutil
 
@@ -36,14 +35,6 @@ def ws(tmp_path_factory, synthetic_scene, synthetic_export, trained_model_folder
     return root
 
 
-def _snapshot(root):
-    out = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
 
 
 # (id, argv with {ws} for the workspace, regex the one-line message must match)
@@ -118,16 +109,16 @@ CLI_CASES = [
 
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=[c[0] for c in CLI_CASES])
-def test_cli_bad_input(ws, capsys, case):
+def test_cli_bad_input(snapshot, ws, capsys, case):
     _, argv, pattern = case
-    before = _snapshot(ws)
+    before = snapshot(ws)
     rc = main(argv.format(ws=ws).split())
     err = capsys.readouterr().err.strip()
     assert rc == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("geomax: error:"), err
     assert re.search(pattern, err), err
     assert FIX_WORDS.search(err), f"names no fix: {err}"
-    assert _snapshot(ws) == before
+    assert snapshot(ws) == before
 
 
 SCRIPT_CASES = [
@@ -145,14 +136,14 @@ SCRIPT_CASES = [
 
 
 @pytest.mark.parametrize("case", SCRIPT_CASES, ids=[f"{c[0]}-{i}" for i, c in enumerate(SCRIPT_CASES)])
-def test_tool_script_bad_input(ws, capsys, case):
+def test_tool_script_bad_input(snapshot, ws, capsys, case):
     tool, argv, pattern = case
-    before = _snapshot(ws)
+    before = snapshot(ws)
     rc = script_main(tool, argv.format(ws=ws).split())
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1 and err.startswith(f"{tool}: error:"), err
     assert re.search(pattern, err) and FIX_WORDS.search(err), err
-    assert _snapshot(ws) == before
+    assert snapshot(ws) == before
 
 
 def _api_cases(ws, data, model):
@@ -203,16 +194,16 @@ def fresh_model(synthetic_data):
 
 
 @pytest.mark.parametrize("case_id", API_IDS)
-def test_api_bad_input(ws, synthetic_data, fresh_model, case_id):
+def test_api_bad_input(snapshot, ws, synthetic_data, fresh_model, case_id):
     case = dict((c[0], c[1:]) for c in _api_cases(ws, synthetic_data, fresh_model))[case_id]
     call, error, pattern = case
-    before = _snapshot(ws)
+    before = snapshot(ws)
     with pytest.raises(error) as info:
         call()
     message = str(info.value)
     assert re.search(pattern, message), message
     assert FIX_WORDS.search(message), f"names no fix: {message}"
-    assert _snapshot(ws) == before
+    assert snapshot(ws) == before
 
 
 def test_the_suite_is_wide():

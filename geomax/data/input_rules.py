@@ -86,10 +86,12 @@ def select_bands(descriptions: Sequence[str | None], count: int, bands: Sequence
         bands = [int(b) for b in bands]
         bad = [b for b in bands if not 1 <= b <= count]
         if bad:
-            raise ArgumentError(f"bands={bands}: {bad} not in 1..{count} ('{source}' has {count} bands).")
+            raise ArgumentError(f"bands={bands}: {bad} not in 1..{count} ('{source}' has {count} bands). "
+                                f"Give 1-based band numbers between 1 and {count}.")
         if len(bands) != n_model:
             raise InputMismatchError(f"bands={bands} selects {len(bands)} bands but the model takes {n_model} "
-                                     f"({model_names or 'unnamed'}).")
+                                     f"({model_names or 'unnamed'}). Pass exactly {n_model} bands (1-based), in the "
+                                     "model's band order.")
     if named:
         chosen = [descs[b - 1] for b in bands]
         if chosen != model_names:

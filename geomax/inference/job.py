@@ -38,11 +38,12 @@ from rasterio.windows import Window
 
 from ..config import TilingConfig
 from ..data.classes import ClassTable
-from ..errors import ArgumentError, DataError, InputMismatchError
+from ..data.input_rules import InputSample, check_sample, names_give_order, select_bands
+from ..errors import ArgumentError, DataError
 from ..publish import check_outputs_apart, check_replaceable, publish_files, scratch_folder
 from .predictor import TilePredictor
 from .stitching import TileStitcher
-from .tiling import TileGrid
+from .tiling import TileGrid, TileReader
 from .vectorize import VECTOR_DRIVERS, PanopticVectorizer, write_features
 from .writer import describe, panoptic_dtype, panoptic_profile, scratch_profile, write_cog, write_colortable_sidecar
 
@@ -52,6 +53,8 @@ __all__ = ["RasterJob", "RasterPrediction", "check_bands", "gdal_env", "RASTER_E
 RASTER_EXTS = (".tif", ".tiff")
 _GDAL_CACHE_MB = 64  # bounded block cache: GDAL's default (5% of RAM) would grow with the raster
 _REWRITE_BLOCK = 1024  # side of the blocks of the final rewrite and polygonising
+_SAMPLE_SIDE = 256  # windows sampled to compare the input with the training statistics
+_SAMPLE_WINDOWS = 9
 
 
 def gdal_env() -> rasterio.Env:
@@ -94,7 +97,7 @@ class RasterPrediction:
 
 
 def check_bands(src, bands: Sequence[int] | None, predictor: TilePredictor, in_raster) -> list[int]:
-    """The 1-based bands to read from ``src`` for ``predictor``, checked against its band count and names.
+    """The 1-based bands to read from ``src`` for ``predictor``: :func:`geomax.data.input_rules.select_bands`.
 
     Raises
     ------
@@ -104,34 +107,8 @@ def check_bands(src, bands: Sequence[int] | None, predictor: TilePredictor, in_r
         The band count differs from the predictor's, or the selected bands' descriptions
         are the predictor's band names in another order (the message gives the right ``bands``).
     """
-    n_model = int(predictor.n_bands)
-    descs = list(src.descriptions)
-    model_names = [str(n) for n in (predictor.band_names or [])]
-    if bands is None:
-        if src.count != n_model:
-            hint = ""
-            if model_names and all(d for d in descs) and set(model_names) <= set(descs):
-                hint = f" Pass bands={[descs.index(n) + 1 for n in model_names]} to pick {model_names}."
-            raise InputMismatchError(f"'{in_raster}' has {src.count} bands but the model takes {n_model} "
-                                     f"({model_names or 'unnamed'}).{hint or ' Pass bands=[...] (1-based) to choose them.'}")
-        bands = list(range(1, src.count + 1))
-    else:
-        bands = [int(b) for b in bands]
-        bad = [b for b in bands if not 1 <= b <= src.count]
-        if bad:
-            raise ArgumentError(f"bands={bands}: {bad} not in 1..{src.count} ('{in_raster}' has {src.count} bands). "
-                                f"Give 1-based band numbers between 1 and {src.count}.")
-        if len(bands) != n_model:
-            raise InputMismatchError(f"bands={bands} selects {len(bands)} bands but the model takes {n_model} "
-                                     f"({model_names or 'unnamed'}). Pass exactly {n_model} bands (1-based), in the "
-                                     "model's band order.")
-    if model_names and len(model_names) == n_model and all(d for d in descs) and set(model_names) <= set(descs):
-        chosen = [descs[b - 1] for b in bands]
-        if chosen != model_names:
-            expected = [descs.index(n) + 1 for n in model_names]
-            raise InputMismatchError(f"Band order mismatch: the selected bands of '{in_raster}' are {chosen} but the "
-                                     f"model was trained on {model_names}. Pass bands={expected}.")
-    return bands
+    return select_bands(list(src.descriptions), src.count, bands, int(predictor.n_bands), predictor.band_names,
+                        in_raster)
 
 
 def _fit_to_raster(tiling: TilingConfig, height: int, width: int, multiple: int, in_raster: Path) -> TilingConfig:
@@ -292,7 +269,29 @@ class RasterJob:
                                     self.in_raster)
             assert tiling.tile_size is not None and tiling.overlap is not None  # resolved, checked above
             self.grid = TileGrid(src.height, src.width, tiling.tile_size, tiling.overlap)
+            if predictor.band_stats is not None:
+                self._check_values(src, predictor)
         self.tiling = tiling
+
+    def _check_values(self, src, predictor: TilePredictor) -> None:
+        """Warn when sampled input values or the band order do not look like the model's training data.
+
+        Reads up to :data:`_SAMPLE_WINDOWS` windows of :data:`_SAMPLE_SIDE` px spread over the raster.
+        """
+        assert predictor.band_stats is not None
+        reader = TileReader(src, self.bands)
+        sample = InputSample(len(self.bands), reader.dtype)
+        side = min(_SAMPLE_SIDE, src.height, src.width)
+        rows = np.linspace(0, src.height - side, 3).astype(int)
+        cols = np.linspace(0, src.width - side, 3).astype(int)
+        for r0, c0 in list(dict.fromkeys((int(r), int(c)) for r in rows for c in cols))[:_SAMPLE_WINDOWS]:
+            data, valid = reader.read(Window(c0, r0, side, side))
+            sample.update(data, valid)
+        descs = list(src.descriptions)
+        labels = [f"band {b}" + (f" ({descs[b - 1]})" if descs[b - 1] else "") for b in self.bands]
+        check_sample(sample, predictor.band_stats, f"'{self.in_raster}'", labels,
+                     order_known=names_give_order(descs, predictor.band_names),
+                     fix=lambda order: f"pass bands={[self.bands[i] for i in order]}", stacklevel=5)
 
     def open(self) -> None:
         """Create the scratch folders beside the outputs, the partial names and the scratch writers."""

@@ -24,6 +24,7 @@ from typing import Sequence
 import rasterio
 
 from ..config import TilingConfig
+from ..errors import GeomaxError, OutputError
 from .job import RasterJob, RasterPrediction, gdal_env
 from .predictor import TilePredictor, check_predictor
 from .progress import Progress
@@ -142,6 +143,13 @@ def predict_raster(
             run_tiles(predictor, TileReader(src, job.bands), stitcher, write, tiling.batch_size, predict_options,
                       job.timings)
         return job.finish(stitcher, predictor.class_table, simplify_tolerance)
+    except OSError as exc:
+        job.discard()
+        if isinstance(exc, GeomaxError):
+            raise
+        raise OutputError(f"Writing the prediction of '{job.in_raster}' failed ({exc.strerror or exc}): the disk may "
+                          f"be full or '{job.out_raster.parent}' not writable. Free some space or choose another "
+                          "output folder; earlier outputs there are unchanged.") from exc
     except BaseException:
         job.discard()
         raise

@@ -28,6 +28,7 @@ from scipy import ndimage
 
 from ..config import TilingConfig
 from ..data.classes import ClassTable
+from ..data.normalize import BandStats
 from ..errors import ArgumentError, ModelError
 from ..panoptic import SEGMENT_COLUMNS, PanopticResult
 
@@ -58,6 +59,10 @@ class TilePredictor(Protocol):
         Tiling settings the model carries with it (a saved model's
         :class:`~geomax.config.TilingConfig`): the base when the caller gives none.
         ``None``: the config's defaults.
+    band_stats:
+        Statistics of the training data per band (min, max, mean, std); when given,
+        ``predict_raster`` compares a sample of the input with them and warns when the
+        values or the band order do not look like the training data. ``None``: no check.
     """
 
     n_bands: int
@@ -66,6 +71,7 @@ class TilePredictor(Protocol):
     tile_multiple: int = 1
     chip_size: int | None = None
     saved_tiling: TilingConfig | None = None
+    band_stats: BandStats | None = None
 
     @abstractmethod
     def predict_tiles(self, tiles: np.ndarray, valid: np.ndarray, windows: Sequence[Window] | None = None,
@@ -88,7 +94,7 @@ class TilePredictor(Protocol):
 
 
 _REQUIRED = ("n_bands", "class_table", "predict_tiles")
-_OPTIONAL = ("band_names", "tile_multiple", "chip_size", "saved_tiling")
+_OPTIONAL = ("band_names", "tile_multiple", "chip_size", "saved_tiling", "band_stats")
 
 
 def check_predictor(obj, what: str = "the predictor") -> TilePredictor:

@@ -26,11 +26,12 @@ from dataclasses import dataclass
 from typing import Iterator, Sequence
 
 import numpy as np
+from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from ..config import TilingConfig
 from ..data.image_io import needs_band_masks, read_valid_pixels
-from ..errors import InputMismatchError
+from ..errors import DataError, InputMismatchError
 
 __all__ = ["TileGrid", "TileBlocks", "TileReader", "resolve_tiling"]
 
@@ -242,7 +243,12 @@ class TileReader:
             return data, valid
         inner = Window(cc0, rr0, cc1 - cc0, rr1 - rr0)
         sl = (slice(rr0 - r0, rr1 - r0), slice(cc0 - c0, cc1 - c0))
-        block = self.src.read(self.bands, window=inner, out_dtype=self.dtype)
+        try:
+            block = self.src.read(self.bands, window=inner, out_dtype=self.dtype)
+            valid[sl] = read_valid_pixels(self.src, self.bands, block, inner, self._masks_needed)
+        except RasterioIOError as exc:
+            raise DataError(f"Reading '{self.src.name}' failed at rows {rr0}-{rr1}, columns {cc0}-{cc1} ({exc}): the "
+                            "file is corrupt or cut short. Check it (gdalinfo -checksum), then re-export or "
+                            "re-download it.") from exc
         data[(slice(None),) + sl] = block
-        valid[sl] = read_valid_pixels(self.src, self.bands, block, inner, self._masks_needed)
         return data, valid

@@ -157,17 +157,30 @@ class LastEpochCheckpoint(Callback):
     def after_epoch(self):
         if not self.learn.recorder.values:  # an epoch skipped by a resumed run: nothing new to save
             return
-        self.learn.save(self.fname, with_opt=True)  # fastai's save writes on rank 0 only
+        # Crash-safe: the weights of each epoch get their own file, the record naming them is replaced
+        # atomically, then the previous epoch's file is removed; a kill at any point leaves a record
+        # that names complete weights.
+        weights = f"{self.fname}-epoch{self.epoch + 1}"
+        self.learn.save(weights, with_opt=True)  # fastai's save writes on rank 0 only
         from .distributed import is_main_process
 
         if is_main_process():
             used = next((cb.used_seconds() for cb in self.learn.cbs if isinstance(cb, TimeBudget)), None)
             meta = self._meta(self.learn)
+            previous = self._weights_named(meta)
             tmp = meta.with_name(meta.name + ".tmp")
-            tmp.write_text(json.dumps({"epochs_done": self.epoch + 1, "n_epoch": self.n_epoch,
+            tmp.write_text(json.dumps({"epochs_done": self.epoch + 1, "n_epoch": self.n_epoch, "weights": weights,
                                        "budget_used_s": used, "fingerprint": self.fingerprint,
                                        "history": self.prior_history + history_rows(self.learn.recorder)}))
             os.replace(tmp, meta)
+            if previous is not None and previous != weights:
+                (meta.parent / f"{previous}.pth").unlink(missing_ok=True)
+
+    def _weights_named(self, meta: Path) -> str | None:
+        try:
+            return json.loads(meta.read_text()).get("weights", self.fname)
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def restore(self, learn) -> tuple[int, float]:
         """Load the last checkpoint into ``learn``; return the epochs it had done and the budget seconds used.
@@ -188,10 +201,11 @@ class LastEpochCheckpoint(Callback):
         if self.fingerprint and meta.get("fingerprint") not in (None, self.fingerprint):
             raise ModelError(f"The checkpoint in '{folder}' belongs to another model (other network settings, classes "
                              "or bands). Resume with the settings of the interrupted run, or train without resume.")
+        weights = str(meta.get("weights", self.fname))
         try:
-            learn.load(self.fname, with_opt=True, weights_only=True)
+            learn.load(weights, with_opt=True, weights_only=True)
         except Exception as exc:  # torch / pickle raise many types for a truncated or foreign file
-            raise ModelError(f"The checkpoint '{folder / (self.fname + '.pth')}' cannot be loaded ({type(exc).__name__}: "
+            raise ModelError(f"The checkpoint '{folder / (weights + '.pth')}' cannot be loaded ({type(exc).__name__}: "
                              f"{str(exc)[:200]}). It may be cut short by a crash; delete '{folder}' (geomax wrote "
                              "it) and train without resume.") from exc
         self.prior_history = list(meta.get("history") or [])

@@ -15,7 +15,7 @@ import torch
 
 from ..config import PostprocessConfig, TilingConfig
 from ..data.image_io import read_image
-from ..data.normalize import normalize
+from ..data.normalize import BandStats, normalize
 from ..errors import InputMismatchError
 from ..inference.predictor import TilePredictor
 from ..panoptic import PanopticResult
@@ -67,6 +67,10 @@ class PanopticPredictor(TilePredictor):
     @property
     def saved_tiling(self) -> TilingConfig:  # type: ignore[override]
         return self.state.tiling
+
+    @property
+    def band_stats(self) -> BandStats:  # type: ignore[override]
+        return self.state.band_stats
 
     @property
     def device(self) -> torch.device:

@@ -4,6 +4,7 @@ Unit tests of :mod:`geomax.data.input_rules`, :func:`geomax.data.image_io.valid_
 :func:`geomax.data.labels.clean_label_geometries`, then the same rules through ``predict``,
 ``export_training_data`` and ``predict_raster`` with the session's trained model.
 """
+import os
 import warnings
 
 import geopandas as gpd
@@ -297,3 +298,89 @@ def test_read_image_no_data_value_in_one_band(synthetic_scene, scene_window, tmp
     path = write_like(tmp_path / "nd.tif", data, synthetic_scene.raster, nodata=0)
     _, valid = read_image(path, ["red", "green", "blue", "nir"], [0, 1, 2, 3])
     assert not valid[5:8, 5:8].any() and valid.sum() == 64 * 64 - 9
+
+
+# --------------------------------------------------------------------------- predict_raster samples the input too
+def test_predict_raster_warns_about_reversed_bands_and_foreign_values(trained_model, scene_window, synthetic_scene,
+                                                                      tmp_path):
+    from geomax.models.predictor import PanopticPredictor
+    from geomax.workflows.predict import predict_raster
+
+    means, stds = [40.0, 90.0, 140.0, 200.0], [10.0, 12.0, 15.0, 20.0]
+    distinct = BandStats(trained_model.band_names, [1.0] * 4, [255.0] * 4, means, stds)
+    predictor = PanopticPredictor(trained_model.model, trained_model.state.with_options(band_stats=distinct))
+    rng = np.random.default_rng(1)
+    image = np.clip(rng.normal(np.array(means)[:, None, None], np.array(stds)[:, None, None], (4, 64, 64)), 1, 255)
+    unnamed = write_like(tmp_path / "reversed.tif", image[::-1].round().astype(np.uint8), synthetic_scene.raster)
+    with pytest.warns(UserWarning, match=r"reversed.tif': the bands may be out of order.*pass bands=\[4, 3, 2, 1\]"):
+        predict_raster(predictor, unnamed, tmp_path / "p1.tif", progress=False)
+    signed = write_like(tmp_path / "signed.tif", scene_window.astype(np.int16) * 8 - 600, synthetic_scene.raster)
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        predict_raster(trained_model, signed, tmp_path / "p2.tif", progress=False)
+    assert len(our_warnings(record, "do not look like the model's training data")) == 1
+    with warnings.catch_warnings(record=True) as record:  # the training scene itself: no warning
+        warnings.simplefilter("always")
+        predict_raster(trained_model, synthetic_scene.raster, tmp_path / "p3.tif", progress=False)
+    assert our_warnings(record, "training data") == [] and our_warnings(record, "out of order") == []
+
+
+def test_a_raster_cut_short_is_a_clear_error_and_leaves_nothing(trained_model, synthetic_scene, tmp_path):
+    from geomax.errors import DataError
+    from geomax.workflows.predict import predict_raster
+
+    data = np.random.default_rng(0).integers(0, 255, (4, 512, 512), dtype=np.uint8)
+    full = write_like(tmp_path / "full.tif", data, synthetic_scene.raster, compress="deflate", tiled=True,
+                      blockxsize=128, blockysize=128)
+    cut = tmp_path / "cut.tif"
+    cut.write_bytes(full.read_bytes()[: full.stat().st_size // 2])
+    with pytest.raises(DataError, match=r"Reading '.*cut.tif' failed.*corrupt or cut short"):
+        predict_raster(trained_model, cut, tmp_path / "out.tif", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.tif", "full.tif"]
+
+
+def test_a_full_disk_while_predicting_is_a_clear_error_and_leaves_nothing(trained_model, synthetic_scene, tmp_path,
+                                                                          monkeypatch):
+    import errno
+
+    import geomax.inference.job as job
+    from geomax.errors import OutputError
+    from geomax.workflows.predict import predict_raster
+
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(job, "write_cog", no_space)
+    with pytest.raises(OutputError, match="No space left on device.*Free some space"):
+        predict_raster(trained_model, synthetic_scene.raster, tmp_path / "out.tif", tmp_path / "out.gpkg",
+                       progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_read_only_output_folder_is_refused_before_any_work(trained_model, synthetic_scene, tmp_path):
+    from geomax.errors import ArgumentError
+    from geomax.workflows.predict import predict_raster
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        if os.access(folder, os.W_OK):
+            pytest.skip("running as a user who may write anywhere (root)")
+        with pytest.raises(ArgumentError, match="Cannot write the output raster"):
+            predict_raster(trained_model, synthetic_scene.raster, folder / "out.tif", progress=False)
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_model_whose_weights_are_cut_short_is_a_model_error(trained_model_folder, tmp_path):
+    import shutil
+
+    from geomax import MaXDeepLab
+    from geomax.errors import ModelError
+
+    model = shutil.copytree(trained_model_folder, tmp_path / "model")
+    pth = model / "tiny_model.pth"
+    pth.write_bytes(pth.read_bytes()[:1000])
+    with pytest.raises(ModelError, match="tiny_model"):
+        MaXDeepLab.from_model(model)

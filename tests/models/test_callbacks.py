@@ -70,6 +70,9 @@ def test_last_epoch_checkpoint_saves_and_restores(tmp_path):
     with without_progress_table(learn):
         learn.fit(2, 1e-2, cbs=[LastEpochCheckpoint("last")])
     meta = json.loads((tmp_path / "models" / "last.json").read_text())
+    # one weights file, of the last epoch, named by the record (the earlier epoch's file is gone)
+    assert meta["weights"] == "last-epoch2" and [p.name for p in (tmp_path / "models").glob("*.pth")] == [
+        "last-epoch2.pth"]
     assert meta["epochs_done"] == 2 and meta["n_epoch"] == 2 and len(meta["history"]) == 2
     other = _learner(tmp_path, seed=1)
     assert not torch.equal(other.model.weight, learn.model.weight)

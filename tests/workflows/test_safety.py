@@ -15,17 +15,6 @@ from geomax.workflows.predict import predict_raster
 from geomax.workflows.train import checkpoint_folder_of
 
 
-def _snapshot(root):
-    root = os.fspath(root)
-    out = {}
-    for folder, _, files in os.walk(root):
-        for name in files:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as f:
-                out[os.path.relpath(path, root)] = f.read()
-    return out
-
-
 @pytest.fixture
 def export_copy(synthetic_export, tmp_path):
     """A private copy of the shared export (tests may try to damage it)."""
@@ -40,31 +29,31 @@ def model_copy(trained_model_folder, tmp_path):
 # ---- inputs are never outputs --------------------------------------------------------------------
 
 @pytest.mark.parametrize("out", ["chips", "chips/models/m", "."])
-def test_train_never_writes_over_or_into_its_export(export_copy, tmp_path, capsys, out):
-    before = _snapshot(tmp_path)
+def test_train_never_writes_over_or_into_its_export(snapshot, export_copy, tmp_path, capsys, out):
+    before = snapshot(tmp_path)
     rc = main(["train", str(export_copy), "--out", str(tmp_path / out), "--overwrite", "--epochs", "1",
                "--backbone", "max_deeplab_tiny"])
     assert rc == 2 and "never writes over or into its own inputs" in capsys.readouterr().err
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
-def test_evaluate_json_may_not_be_the_raster_it_evaluates(trained_model, synthetic_scene, tmp_path, capsys):
+def test_evaluate_json_may_not_be_the_raster_it_evaluates(snapshot, trained_model, synthetic_scene, tmp_path, capsys):
     pred = tmp_path / "pred.tif"
     predict_raster(trained_model, synthetic_scene.raster, pred, progress=False)
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     rc = main(["evaluate", str(pred), str(synthetic_scene.labels), "--json", str(pred), "--overwrite"])
     assert rc == 2 and "is the prediction" in capsys.readouterr().err
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
-def test_predict_output_may_not_be_the_input_or_inside_the_model(model_copy, synthetic_scene, tmp_path):
+def test_predict_output_may_not_be_the_input_or_inside_the_model(snapshot, model_copy, synthetic_scene, tmp_path):
     shutil.copy(synthetic_scene.raster, tmp_path / "scene.tif")
-    before = _snapshot(tmp_path)
+    before = snapshot(tmp_path)
     with pytest.raises(ArgumentError, match="is the input raster"):
         predict_raster(model_copy, tmp_path / "scene.tif", tmp_path / "scene.tif", overwrite=True)
     with pytest.raises(ArgumentError, match="is inside the model"):
         predict_raster(model_copy, tmp_path / "scene.tif", model_copy / "out.tif", progress=False)
-    assert _snapshot(tmp_path) == before
+    assert snapshot(tmp_path) == before
 
 
 # ---- overwrite replaces geomax's own outputs only -------------------------------------------------
@@ -87,7 +76,7 @@ def test_save_does_not_overwrite_by_default_and_never_a_user_folder(trained_mode
         trained_model.save(".", compute_metrics=False)
 
 
-def test_export_overwrite_replaces_an_export_only_and_keeps_trained_models(synthetic_scene, export_copy, tmp_path):
+def test_export_overwrite_replaces_an_export_only_and_keeps_trained_models(snapshot, synthetic_scene, export_copy, tmp_path):
     from geomax.data.export import export_training_data
     from geomax.data.synthetic import CLASS_FIELD, SYNTHETIC_CLASSES
 
@@ -98,10 +87,10 @@ def test_export_overwrite_replaces_an_export_only_and_keeps_trained_models(synth
     assert info.n_chips > 0 and output_kind(export_copy) == "export"
     (export_copy / "models" / "city").mkdir(parents=True)
     (export_copy / "models" / "city" / "city.pth").write_bytes(b"weights")
-    before = _snapshot(export_copy)
+    before = snapshot(export_copy)
     with pytest.raises(OutputExistsError, match="holds trained models"):
         export_training_data(synthetic_scene.raster, synthetic_scene.labels, export_copy, overwrite=True, **kwargs)
-    assert _snapshot(export_copy) == before
+    assert snapshot(export_copy) == before
     (tmp_path / "notes").mkdir()
     (tmp_path / "notes" / "a.txt").write_text("a")
     with pytest.raises(OutputExistsError, match="not a folder geomax wrote"):
@@ -189,7 +178,8 @@ def test_resume_refuses_a_checkpoint_of_another_model(synthetic_data, tmp_path):
     b.checkpoint_dir = tmp_path / "ckpt"
     with pytest.raises(ModelError, match="belongs to another model"):
         b.fit(2, lr=1e-3, resume=True)
-    (tmp_path / "ckpt" / "geomax_last.pth").write_bytes(b"cut short")
+    assert sorted(p.name for p in (tmp_path / "ckpt").glob("geomax_last*.pth")) == ["geomax_last-epoch1.pth"]
+    (tmp_path / "ckpt" / "geomax_last-epoch1.pth").write_bytes(b"cut short")  # as a disk failure would leave it
     with pytest.raises(ModelError, match="cannot be loaded.*delete"):
         a.fit(2, lr=1e-3, resume=True)
 
