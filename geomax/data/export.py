@@ -36,7 +36,7 @@ from .labels import clean_label_geometries
 from .normalize import BandStats, RunningBandStats
 from .rasterize import feature_class_values, rasterize_labels
 
-__all__ = ["export_training_data", "ExportInfo"]
+__all__ = ["export_training_data", "ExportInfo", "resolve_background", "BACKGROUND_NAME", "BACKGROUND_RULES"]
 
 _PIXEL_TYPES = {"uint8": "U8", "int8": "S8", "uint16": "U16", "int16": "S16", "uint32": "U32", "int32": "S32",
                 "float32": "F32", "float64": "F64"}
@@ -70,6 +70,10 @@ class ExportInfo:
         Wall time of the export.
     megapixels:
         Raster area covered by the chip grid, in megapixels.
+    background:
+        The background rule applied (``"class"`` or ``"void"``) and why, in one sentence.
+    background_value:
+        Value of the background class unlabelled valid pixels became (``None``: they stay void).
     """
 
     out_folder: Path
@@ -85,6 +89,44 @@ class ExportInfo:
     n_instances: dict
     seconds: float
     megapixels: float
+    background: str = ""
+    background_value: int | None = None
+
+
+#: Name of the stuff class unlabelled valid pixels become under the background rule.
+BACKGROUND_NAME = "background"
+#: Values of ``background``: ``"auto"`` (a class when every labelled class is a thing), ``"class"``, ``"void"``.
+BACKGROUND_RULES = ("auto", "class", "void")
+_BACKGROUND_COLOR = (190, 190, 190)
+
+
+def resolve_background(rule: str, class_table: ClassTable) -> tuple[ClassTable, int | None, str]:
+    """Apply the background rule to a class table: ``(class table, background Value or None, why)``.
+
+    ``"auto"``: when every class is a thing (a footprint layer of buildings, trees, cars...),
+    pixels with no label are where there is none of them, so they become a stuff class
+    ``background`` (Value one above the highest, so no Value clashes); when the labels
+    hold stuff classes too, unlabelled pixels stay void (ignored by training), as for
+    partially labelled images. ``"class"`` / ``"void"`` force either.
+    """
+    if rule not in BACKGROUND_RULES:
+        raise ArgumentError(f"background='{rule}' is not a rule: use one of {list(BACKGROUND_RULES)}.")
+    existing = next((c for c in class_table if c.name == BACKGROUND_NAME and not c.is_thing), None)
+    if rule == "void":
+        return class_table, None, "background rule 'void' (asked): unlabelled pixels stay void and are ignored."
+    if rule == "auto" and class_table.stuff_values:
+        return class_table, None, (f"background rule 'void': the labels hold stuff classes "
+                                   f"({', '.join(class_table.stuff_names)}), so unlabelled pixels stay void (ignored "
+                                   "by training); pass background='class' if the labels cover only some classes.")
+    why = ("asked" if rule == "class" else
+           f"every labelled class is a thing ({', '.join(class_table.thing_names)}), so unlabelled pixels are where "
+           "there is none; pass background='void' for partially labelled images")
+    if existing is not None:
+        return class_table, existing.value, f"background rule 'class' ({why}): unlabelled pixels become '{existing.name}'."
+    value = max(class_table.values, default=0) + 1
+    table = ClassTable(list(class_table) + [ClassInfo(value, BACKGROUND_NAME, _BACKGROUND_COLOR, False)])
+    return table, value, (f"background rule 'class' ({why}): unlabelled valid pixels become the stuff class "
+                          f"'{BACKGROUND_NAME}' (Value {value}).")
 
 
 def _tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -178,6 +220,7 @@ def export_training_data(
     label_layer: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    background: str = "auto",
 ) -> ExportInfo:
     """Cut a raster and its vector labels into training chips in ArcGIS's ``Panoptic_Segmentation`` layout.
 
@@ -220,6 +263,10 @@ def export_training_data(
         Replace the export files of an existing non-empty ``out_folder``.
     progress:
         Show a progress bar.
+    background:
+        What valid pixels under no label become (:func:`resolve_background`): ``"auto"``
+        (the stuff class ``background`` when every labelled class is a thing, else void),
+        ``"class"`` or ``"void"``. The rule used and why is in :attr:`ExportInfo.background`.
 
     Returns
     -------
@@ -318,6 +365,7 @@ def export_training_data(
         if class_table is None:
             class_table = _class_table_from_labels(gdf[class_field].tolist(), thing_classes, class_field)
         feature_class_values(gdf[class_field].tolist(), class_table, class_field)  # raises on unknown classes
+        class_table, background_value, background_note = resolve_background(background, class_table)
         gdf = gdf.reset_index(drop=True)
 
         # ---- the output folder -------------------------------------------
@@ -328,7 +376,8 @@ def export_training_data(
         tmp = _make_scratch(out_folder)
         try:
             info = _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size, stride, chip_format,
-                                 min_label_fraction, skip_empty, max_nodata_fraction, progress, tmp, dtype, res)
+                                 min_label_fraction, skip_empty, max_nodata_fraction, progress, tmp, dtype, res,
+                                 background_value)
             publish_folder(tmp, out_folder, "export")
         except OSError as exc:
             raise OutputError(f"Cannot write the export to '{out_folder}': {exc.strerror or exc}. Free some space "
@@ -337,11 +386,12 @@ def export_training_data(
             shutil.rmtree(tmp, ignore_errors=True)
     n_chips, n_empty, n_nodata, stats, n_instances, mpx = info
     return ExportInfo(out_folder, n_chips, n_empty, n_nodata, class_table, names, stats, tile_size, stride,
-                      chip_format, n_instances, time.perf_counter() - t_start, mpx)
+                      chip_format, n_instances, time.perf_counter() - t_start, mpx, background_note, background_value)
 
 
 def _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size, stride, chip_format,
-                  min_label_fraction, skip_empty, max_nodata_fraction, progress, tmp: Path, dtype, res):
+                  min_label_fraction, skip_empty, max_nodata_fraction, progress, tmp: Path, dtype, res,
+                  background_value: int | None = None):
     import shapely
     from rasterio.windows import Window
     from rasterio.windows import bounds as window_bounds
@@ -386,10 +436,12 @@ def _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size
         class_map, instance_map = rasterize_labels(sub, class_field, class_table, wt, (tile_size, tile_size))
         class_map[~valid] = 0
         instance_map[~valid] = 0
-        labelled = (class_map > 0).mean()
+        labelled = (class_map > 0).mean()  # of the label features (before the background fill)
         if (skip_empty and labelled == 0) or labelled < min_label_fraction:
             n_empty += 1
             continue
+        if background_value is not None:
+            class_map[(class_map == 0) & valid] = background_value
         chip_id = f"{n_chips:09d}"
         profile = {"crs": src.crs, "transform": wt, "nodata": nodata}
         _write_chip(tmp / IMAGES_DIR / f"{chip_id}.{ext}", image, chip_format, profile)
@@ -421,7 +473,8 @@ def _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size
     write_map(tmp / MAP_FILE, pairs)
     write_emd(tmp / EMD_FILE, class_table, (tile_size, tile_size), names, stats,
               [b - 1 for b in band_idx], _PIXEL_TYPES.get(dtype.name, dtype.name),
-              extra={"ChipFormat": chip_format.upper(), "StrideX": stride, "StrideY": stride})
+              extra={"ChipFormat": chip_format.upper(), "StrideX": stride, "StrideY": stride,
+                     **({"BackgroundClassValue": background_value} if background_value is not None else {})})
     write_accumulated_stats(tmp / STATS_FILE, {
         "NumBands": len(band_idx),
         "TileSizeX": tile_size,

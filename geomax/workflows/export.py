@@ -24,7 +24,8 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
            chip_format: str = _DEFAULTS["chip_format"], bands: Sequence[int] | None = None,
            keep_empty: bool = not _DEFAULTS["skip_empty"],
            max_nodata_fraction: float = _DEFAULTS["max_nodata_fraction"], label_layer: str | None = None,
-           overwrite: bool = False, log: Callable[[str], Any] = print) -> ExportInfo:
+           background: str = _DEFAULTS["background"], overwrite: bool = False,
+           log: Callable[[str], Any] = print) -> ExportInfo:
     """Export training chips with :func:`geomax.data.export.export_training_data` and log a summary.
 
     Parameters
@@ -44,7 +45,7 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
         Take Values, colours and thing classes from a :class:`~geomax.data.classes.ClassTable`,
         an ``.emd``, a model or export folder, or ``"synthetic"``
         (:func:`geomax.evaluate.load_class_table`).
-    tile_size, stride, chip_format, bands, max_nodata_fraction, label_layer, overwrite:
+    tile_size, stride, chip_format, bands, max_nodata_fraction, label_layer, background, overwrite:
         As :func:`~geomax.data.export.export_training_data`.
     keep_empty:
         Also export chips without any label (``skip_empty=False``).
@@ -76,7 +77,8 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
     info = export_training_data(raster, labels, out, class_field=class_field, thing_classes=thing_classes,
                                 class_table=class_table, tile_size=tile_size, stride=stride, chip_format=chip_format,
                                 bands=bands, skip_empty=not keep_empty, max_nodata_fraction=max_nodata_fraction,
-                                label_layer=label_layer, overwrite=overwrite, progress=False)
+                                label_layer=label_layer, overwrite=overwrite, progress=False, background=background)
     log(f"Exported {info.n_chips} chips of {info.tile_size} px to {info.out_folder} "
         f"(classes: {', '.join(info.class_table.names)}; things: {', '.join(info.class_table.thing_names) or 'none'})")
+    log(f"{info.background[0].upper()}{info.background[1:]}")
     return info

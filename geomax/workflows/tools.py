@@ -391,7 +391,7 @@ def _run_export(v: dict, log, progress: bool) -> Any:
                    thing_classes=v["thing_classes"], class_table_source=v["class_table_source"],
                    tile_size=v["tile_size"], stride=v["stride"], chip_format=v["chip_format"], bands=v["bands"],
                    keep_empty=v["keep_empty"], max_nodata_fraction=v["max_nodata_fraction"],
-                   label_layer=v["label_layer"], overwrite=v["overwrite"], log=log)
+                   label_layer=v["label_layer"], background=v["background"], overwrite=v["overwrite"], log=log)
 
 
 def _run_train(v: dict, log, progress: bool) -> Any:
@@ -492,8 +492,13 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
                    default=_arg_default(_export, "max_nodata_fraction"), check="fraction", cli="--max-nodata"),
              Param("label_layer", "Label Layer", "GPString", "str", "Layer of a multi-layer vector file.",
                    cli="--layer"),
+             Param("background", "Unlabelled Pixels", "GPString", "str",
+                   "What valid pixels under no label become: 'auto' (a stuff class 'background' when every "
+                   "labelled class is a thing, e.g. a building footprint layer; otherwise void), 'class' or "
+                   "'void' (ignored by training: for partially labelled images).",
+                   default=_arg_default(_export, "background"), choices=("auto", "class", "void")),
              Param("overwrite", "Overwrite", "GPBoolean", "bool",
-                   _OVERWRITE_HELP.format(what="the contents of a non-empty output folder")),
+                   _OVERWRITE_HELP.format(what="an earlier geomax export")),
          ), _run_export, command="export",
          summary="cut a raster + vector labels into training chips (ArcGIS Panoptic_Segmentation layout)",
          examples="""

@@ -158,3 +158,52 @@ def test_bad_bands_and_format(scene4, tmp_path):
         export_training_data(scene4.raster, scene4.labels, tmp_path / "o", **{**_kw(), "bands": [0]})
     with pytest.raises(ArgumentError, match="chip_format"):
         export_training_data(scene4.raster, scene4.labels, tmp_path / "o", **{**_kw(), "chip_format": "jpg"})
+
+
+# ---- the background rule: labels that cover only the things ---------------------------------------
+def _footprints(scene, tmp_path, values=None):
+    """The scene's buildings only, as a footprint layer (optionally with other integer Values)."""
+    gdf = gpd.read_file(scene.labels)
+    gdf = gdf[gdf[CLASS_FIELD] == "building"].copy()
+    path = tmp_path / "footprints.gpkg"
+    gdf.to_file(path)
+    return path
+
+
+def test_footprints_only_get_a_background_class_where_nothing_is_labelled(scene3, tmp_path):
+    info = export_training_data(scene3.raster, _footprints(scene3, tmp_path), tmp_path / "chips",
+                                class_field=CLASS_FIELD, thing_classes=["building"], tile_size=128, progress=False)
+    assert info.class_table.names == ["building", "background"]
+    bg = info.class_table.by_value(info.background_value)
+    assert bg.name == "background" and not bg.is_thing and info.background_value == 2
+    assert "every labelled class is a thing (building)" in info.background
+    layout = read_export(tmp_path / "chips")
+    assert layout.class_table.names == ["building", "background"]  # in the .emd: prepare_data reads it
+    for chip in layout.chips[:4]:
+        with rasterio.open(chip.image) as img, rasterio.open(chip.label) as lab:
+            valid, labels = img.dataset_mask() > 0, lab.read(1)
+        assert set(np.unique(labels[valid])) <= {1, 2} and (labels[valid] == 2).any()
+        assert (labels[~valid] == 0).all()  # no-data stays void
+    emd = json.loads((tmp_path / "chips" / "esri_model_definition.emd").read_text())
+    assert emd["BackgroundClassValue"] == 2
+
+
+def test_background_void_on_request_and_when_stuff_is_labelled(scene3, tmp_path):
+    kw = dict(class_field=CLASS_FIELD, tile_size=128, progress=False)
+    info = export_training_data(scene3.raster, _footprints(scene3, tmp_path), tmp_path / "a", thing_classes=["building"],
+                                background="void", **kw)
+    assert info.class_table.names == ["building"] and info.background_value is None and "'void' (asked)" in info.background
+    info = export_training_data(scene3.raster, scene3.labels, tmp_path / "b", class_table=SYNTHETIC_CLASSES, **kw)
+    assert info.background_value is None and "the labels hold stuff classes" in info.background
+    assert info.class_table.names == SYNTHETIC_CLASSES.names
+    with pytest.raises(ArgumentError, match="background='sky' is not a rule"):
+        export_training_data(scene3.raster, scene3.labels, tmp_path / "c", background="sky", **kw)
+
+
+def test_the_background_value_does_not_clash_with_non_contiguous_values(scene3, tmp_path):
+    from geomax.data.classes import ClassInfo
+
+    table = ClassTable([ClassInfo(7, "building", (200, 0, 0), True)])
+    info = export_training_data(scene3.raster, _footprints(scene3, tmp_path), tmp_path / "chips",
+                                class_field=CLASS_FIELD, class_table=table, tile_size=128, progress=False)
+    assert info.class_table.values == [7, 8] and info.background_value == 8
