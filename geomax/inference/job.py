@@ -221,6 +221,7 @@ class RasterJob:
             check_replaceable(path, self.overwrite, None, what)  # also undoes what an interrupted run left
         self.timings = dict.fromkeys(("read", "predict", "stitch", "finalize", "cog", "features"), 0.0)
         self._scratch: _Scratch | None = None
+        self._any_class = False  # set when a written block holds a class: a void prediction is said
 
     def _outputs(self) -> list[tuple[Path, str]]:
         outputs = [(self.out_raster, "output raster")]
@@ -349,6 +350,11 @@ class RasterJob:
         self._publish(scratch)
         scratch.remove()
         self._scratch = None
+        if not self._any_class:
+            warnings.warn(f"The prediction of '{self.in_raster}' is void everywhere: the model found none of its classes "
+                          "there. If the model's validation PQ was low, train it longer; otherwise lower the class "
+                          "threshold (--class-threshold 0.5) or check that the raster is like the training data "
+                          "(bands, resolution, value range).", UserWarning, stacklevel=3)
         self.timings["total"] = time.perf_counter() - self.t_start
         return RasterPrediction(self.out_raster, self.out_features, len(self.grid), n_instances, n_features,
                                 stitcher.n_merges, self.tiling, self.timings)
@@ -370,6 +376,7 @@ class RasterJob:
                     prov = ids_src.read(1, window=win)
                     conf = conf_src.read(1, window=win)
                     cls, inst = class_lut[prov], instance_lut[prov]
+                    self._any_class = self._any_class or bool(cls.any())
                     dst.write(np.stack([cls, inst, conf]).astype(dtype), window=win)
                     if vectorizer is not None:
                         vectorizer.add_block(r0, c0, cls, inst, conf)

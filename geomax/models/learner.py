@@ -32,7 +32,7 @@ from .callbacks import (
     without_progress_table,
 )
 from .criterion import MaXDeepLabLoss
-from .metric import PanopticQualityMetric, update_evaluator
+from .metric import PanopticQualityMetric, PanopticQualityPart, update_evaluator
 from .postprocess import PanopticPostProcessor
 from .predictor import PanopticPredictor
 from .state import ModelState
@@ -150,7 +150,8 @@ class MaXDeepLab:
         else:
             dls = data
             path = Path(getattr(data, "path", "."))
-        metrics = [PanopticQualityMetric(self.postprocessor, self.class_table)]
+        pq = PanopticQualityMetric(self.postprocessor, self.class_table)
+        metrics = [pq, PanopticQualityPart(pq, "things"), PanopticQualityPart(pq, "stuff")]
         learn = Learner(dls, network, loss_func=self.loss_func, metrics=metrics, splitter=_backbone_splitter,
                         path=path, model_dir="models")
         if torch.cuda.is_available():
@@ -284,7 +285,8 @@ class MaXDeepLab:
         return float(suggestion.valley)
 
     def fit(self, epochs: int | None = None, lr: float | slice | None = None, *, config: TrainConfig | None = None,
-            resume: bool = False, cbs=None, valid_estimate: float = 0.0, **train_options) -> None:
+            resume: bool = False, cbs=None, valid_estimate: float = 0.0, warn_empty: bool = True,
+            **train_options) -> None:
         """Train the model with a :class:`~geomax.config.TrainConfig` recipe.
 
         Parameters
@@ -304,6 +306,9 @@ class MaXDeepLab:
         valid_estimate:
             With ``minutes``: seconds one validation pass is expected to take, kept free at
             the end of the budget until the first validation has been timed.
+        warn_empty:
+            Warn, with the likely causes (:mod:`geomax.models.diagnose`), when the last
+            epoch's validation PQ is 0.
         **train_options:
             Settings of :class:`~geomax.config.TrainConfig` by name: ``minutes``,
             ``lr_schedule``, ``early_stopping``, ``checkpoint``, ``monitor``, ``patience``...
@@ -355,6 +360,13 @@ class MaXDeepLab:
         else:
             fit(cfg.n_epochs, peak, cbs=cbs, start_epoch=start_epoch)
         self.state.history = last.prior_history + history_rows(self.learn.recorder)
+        final_pq = self.state.history[-1].get("panoptic_quality") if self.state.history else None
+        if warn_empty and final_pq is not None and not final_pq > 0:
+            from .diagnose import warn_if_empty
+
+            warn_if_empty({"all": {"pq": 0.0}}, len(getattr(self.learn.recorder, "losses", [])), data.train.bs,
+                          data.train_ds,
+                          self.state.postprocess.class_threshold, stacklevel=3)
 
     def freeze(self) -> None:
         """Freeze the backbone (stem and convolutional stages); train the transformer and heads."""

@@ -7,7 +7,7 @@ from ..common import GT_VALID
 from ..data.classes import ClassTable
 from .postprocess import PanopticPostProcessor
 
-__all__ = ["PanopticQualityMetric", "update_evaluator"]
+__all__ = ["PanopticQualityMetric", "PanopticQualityPart", "update_evaluator"]
 
 
 def update_evaluator(evaluator, postprocessor, pred: dict, target: dict, class_table: ClassTable,
@@ -62,3 +62,30 @@ class PanopticQualityMetric(Metric):
     @property
     def name(self):
         return "panoptic_quality" if self.key == "all" else f"pq_{self.key}"
+
+
+class PanopticQualityPart(Metric):
+    """PQ of the things or of the stuff, read from a :class:`PanopticQualityMetric`'s evaluator.
+
+    It accumulates nothing itself: list it after ``main`` in the learner's metrics, so the
+    per-epoch line shows PQ things and stuff without post-processing every batch twice.
+    """
+
+    def __init__(self, main: PanopticQualityMetric, key: str):
+        if key not in ("things", "stuff"):
+            raise ValueError(f"key must be 'things' or 'stuff', got {key!r}")
+        self.main, self.key = main, key
+
+    def reset(self):
+        pass
+
+    def accumulate(self, learn):
+        pass
+
+    @property
+    def value(self):
+        return float(self.main.evaluator.compute()[self.key]["pq"])
+
+    @property
+    def name(self):
+        return f"pq_{self.key}"

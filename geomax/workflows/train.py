@@ -69,7 +69,7 @@ def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Ca
         The validation metrics (empty without validation chips), also kept on the model
         and written into its package by ``save``.
     """
-    model.fit(config=train, valid_estimate=valid_estimate, resume=resume)
+    model.fit(config=train, valid_estimate=valid_estimate, resume=resume, warn_empty=False)
     metrics: dict = {}
     if model.has_validation:
         try:
@@ -79,6 +79,16 @@ def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Ca
     if verbose and "all" in metrics:
         log(f"validation PQ {100 * metrics['all']['pq']:.1f} (things {100 * metrics['things']['pq']:.1f}, "
             f"stuff {100 * metrics['stuff']['pq']:.1f})")
+    from ..models.diagnose import is_empty, warn_if_empty
+
+    if is_empty(metrics):
+        data = model.data
+        steps = len(getattr(model.learn.recorder, "losses", []))  # none when a resumed run had nothing left
+        # said once: on the log of the command or tool, else as a warning
+        message = warn_if_empty(metrics, steps, data.train.bs, data.train_ds,
+                                model.state.postprocess.class_threshold, stacklevel=2, emit=not verbose)
+        if message and verbose:
+            log(f"WARNING: {message}")
     return metrics
 
 

@@ -210,3 +210,26 @@ def test_geomax_train_resume_continues_an_interrupted_run(export_copy, tmp_path,
     assert output_kind(out) == "model" and not checkpoint_folder_of(out).exists()
     emd = json.loads((out / "model.emd").read_text())
     assert len(emd["TrainingHistory"]) == 2  # the epoch before the kill and the one after
+
+
+def test_geomax_train_resume_after_a_kill_past_the_last_epoch_saves_the_model(export_copy, tmp_path, capsys,
+                                                                               monkeypatch):
+    out = tmp_path / "model"
+    args = ["train", str(export_copy), "--out", str(out), "--backbone", "max_deeplab_tiny", "--epochs", "1",
+            "--batch-size", "4", "--val-split", "0.25"]
+    from geomax.models.callbacks import LastEpochCheckpoint
+
+    real = LastEpochCheckpoint.after_epoch
+
+    def dies_after_the_checkpoint(self):
+        real(self)
+        raise _Killed()
+
+    monkeypatch.setattr(LastEpochCheckpoint, "after_epoch", dies_after_the_checkpoint)
+    with pytest.raises(_Killed):
+        main(args)
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    assert "nothing to resume" in capsys.readouterr().out
+    assert output_kind(out) == "model" and not checkpoint_folder_of(out).exists()

@@ -15,7 +15,7 @@ class _FakeModel:
     def __init__(self):
         self.fitted_with = None
 
-    def fit(self, config=None, valid_estimate=0.0, resume=False):
+    def fit(self, config=None, valid_estimate=0.0, resume=False, warn_empty=True):
         self.fitted_with = config
 
     def compute_metrics(self):
