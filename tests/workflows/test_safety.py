@@ -233,3 +233,49 @@ def test_geomax_train_resume_after_a_kill_past_the_last_epoch_saves_the_model(ex
     assert main(args + ["--resume"]) == 0
     assert "nothing to resume" in capsys.readouterr().out
     assert output_kind(out) == "model" and not checkpoint_folder_of(out).exists()
+
+
+# ---- the disk: full, or a folder that may not be written -----------------------------------------
+
+def _no_space(*args, **kwargs):
+    import errno
+
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_a_full_disk_while_saving_keeps_the_earlier_model(trained_model, tmp_path, monkeypatch, snapshot):
+    from geomax.errors import OutputError
+    from geomax.models import package
+
+    trained_model.save(tmp_path / "m", compute_metrics=False)
+    before = snapshot(tmp_path)
+    monkeypatch.setattr(package.zipfile, "ZipFile", _no_space)
+    with pytest.raises(OutputError, match="No space left on device.*Free some space"):
+        trained_model.save(tmp_path / "m", overwrite=True, compute_metrics=False)
+    assert snapshot(tmp_path) == before
+
+
+def test_a_full_disk_while_exporting_leaves_nothing(synthetic_scene, tmp_path, monkeypatch):
+    from geomax.data import export as export_module
+    from geomax.data.synthetic import CLASS_FIELD, SYNTHETIC_CLASSES
+    from geomax.errors import OutputError
+
+    monkeypatch.setattr(export_module, "write_map", _no_space)
+    with pytest.raises(OutputError, match="No space left on device.*Free some space"):
+        export_module.export_training_data(synthetic_scene.raster, synthetic_scene.labels, tmp_path / "chips",
+                                           class_field=CLASS_FIELD, class_table=SYNTHETIC_CLASSES, tile_size=64,
+                                           progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_folder_that_may_not_be_written_is_a_clear_error(trained_model, tmp_path, monkeypatch):
+    import geomax.publish as publish
+    from geomax.errors import OutputError
+
+    def refused(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(publish.tempfile, "mkdtemp", refused)  # as in a read-only folder (tests may run as root)
+    with pytest.raises(OutputError, match="Permission denied.*writable"):
+        trained_model.save(tmp_path / "m", compute_metrics=False)
+    assert list(tmp_path.iterdir()) == []
