@@ -293,11 +293,14 @@ class ChipDataset:
         The output is always cropped (random with transforms, centred without) or padded to ``chip_size``.
     seed:
         Seed of the augmentations (each item draws from it and the item index and an epoch counter).
+    background_index:
+        Model class index that valid unlabelled pixels (label 0) become (``prepare_data``'s
+        background rule); ``None``: they stay void.
     """
 
     def __init__(self, chips: list[ChipRecord], class_table: ClassTable, band_stats: BandStats, n_masks: int,
                  chip_size: int, band_indices: Sequence[int] | None = None, transforms: Sequence | None = None,
-                 seed: int = 42):
+                 seed: int = 42, background_index: int | None = None):
         self.chips = list(chips)
         self.class_table = class_table
         self.band_stats = band_stats
@@ -306,6 +309,7 @@ class ChipDataset:
         self.band_indices = list(band_indices) if band_indices is not None else None
         self.transforms = list(transforms or [])
         self.seed = int(seed)
+        self.background_index = background_index
         self._index_lut = class_table.index_lut()
         self._draws = 0
 
@@ -322,6 +326,8 @@ class ChipDataset:
                             f"is {class_index.shape[1]} x {class_index.shape[0]}. Re-export the training data.")
         class_index[~valid] = 0
         instance[~valid] = 0
+        if self.background_index is not None:
+            class_index[(class_index == 0) & valid] = self.background_index
         return Sample(image, class_index, instance, valid)
 
     def __getitem__(self, i: int):

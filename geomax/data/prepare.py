@@ -174,6 +174,7 @@ def prepare_data(
     rgb_bands: Sequence[int] | None = None,
     num_workers: int = 0,
     device=None,
+    background: str = "auto",
     **kwargs,
 ) -> PanopticDataLoaders:
     """Read a ``Panoptic_Segmentation`` training-data export into fastai ``DataLoaders``.
@@ -211,6 +212,11 @@ def prepare_data(
         Worker processes of the loaders.
     device:
         Device batches are moved to (default: fastai's default device).
+    background:
+        What valid pixels with label 0 become (:func:`geomax.data.export.resolve_background`):
+        ``"auto"`` adds the stuff class ``background`` when every class of the export is a
+        thing (a footprint layer exported by ArcGIS Pro, say) and keeps them void otherwise;
+        ``"class"`` or ``"void"`` force either. The rule used is in ``data.background``.
     **kwargs:
         ``extract_bands`` (alias of ``bands``); ``dataset_type`` (must be ``"Panoptic_Segmentation"``).
 
@@ -261,6 +267,10 @@ def prepare_data(
         class_table = ClassTable([ClassInfo(c.value, mapping.get(c.value, c.name), c.color, c.is_thing)
                                   for c in class_table])
     chips = [c for lay in layouts for c in lay.chips]
+    from .export import resolve_background
+
+    class_table, background_value, background_note = resolve_background(background, class_table)
+    background_index = class_table.index_of_value(background_value) if background_value is not None else None
 
     # Image size and band count from the first chip's header; every chip is checked in the scan below.
 
@@ -294,7 +304,8 @@ def prepare_data(
                             f"{lhw[1]} x {lhw[0]}. Re-export the training data.")
         min_hw = (min(min_hw[0], hw[0]), min(min_hw[1], hw[1]))
         class_index, instance = read_chip_labels(chip, class_table, index_lut)
-        max_segments = max(max_segments, count_segments(class_index, instance, thing_lut))
+        max_segments = max(max_segments, count_segments(class_index, instance, thing_lut)
+                           + (background_index is not None))
 
     if chip_size is None:
         chip_size = min(min_hw)
@@ -339,7 +350,7 @@ def prepare_data(
         if not all(callable(t) for t in train_tfms):
             raise ArgumentError("transforms= must be None, False or a list of callables t(sample, rng) -> sample.")
     common: dict[str, Any] = dict(class_table=class_table, band_stats=band_stats, n_masks=n_masks, chip_size=chip_size,
-                  band_indices=band_indices, seed=seed)
+                  band_indices=band_indices, seed=seed, background_index=background_index)
     train_ds = ChipDataset([chips[i] for i in train_idx], transforms=train_tfms, **common)
     valid_ds = ChipDataset([chips[i] for i in val_idx], transforms=None, **common)
     bs = int(batch_size)
@@ -364,4 +375,5 @@ def prepare_data(
     #: 0-based indices of the chip bands the model reads (ArcGIS's ``ExtractBands`` convention)
     data.extract_bands = list(band_indices) if band_indices is not None else list(range(n_chip_bands))
     data.max_segments = max_segments
+    data.background = background_note
     return data

@@ -199,6 +199,7 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     data = prepare(data_path, cfg)
+    log(f"{data.background[0].upper()}{data.background[1:]}")
     model = build_model(data, backbone=backbone, pretrained=pretrained, network=network, loss=loss,
                         postprocess=postprocess)
     model.checkpoint_dir = checkpoints

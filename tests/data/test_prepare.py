@@ -262,3 +262,39 @@ def test_several_folders(export4, arcgis_export):
     assert len(data.train.dataset) + len(data.valid.dataset) == 2 * export4.n_chips
     with pytest.raises(DataError, match="same class table"):
         prepare_data([export4.out_folder, arcgis_export])
+
+
+def test_a_footprint_export_gets_a_background_class_at_load_time(synthetic_scene, tmp_path):
+    """An export of thing footprints with unlabelled pixels left 0 (as ArcGIS Pro writes it)."""
+    import geopandas as gpd
+
+    from geomax.data.export import export_training_data
+    from geomax.data.synthetic import CLASS_FIELD
+
+    gdf = gpd.read_file(synthetic_scene.labels)
+    gdf[gdf[CLASS_FIELD] == "building"].to_file(tmp_path / "buildings.gpkg")
+    export_training_data(synthetic_scene.raster, tmp_path / "buildings.gpkg", tmp_path / "chips",
+                         class_field=CLASS_FIELD, thing_classes=["building"], tile_size=64, background="void",
+                         progress=False)
+    data = prepare_data(tmp_path / "chips", batch_size=2, val_split_pct=0.0, transforms=False)
+    assert data.class_table.names == ["building", "background"] and "every labelled class is a thing" in data.background
+    sample = data.train_ds.load_sample(0)
+    assert (sample.class_index[sample.valid] == 2).any() and (sample.class_index[sample.valid] > 0).all()
+    assert (sample.class_index[~sample.valid] == 0).all()
+    void = prepare_data(tmp_path / "chips", batch_size=2, val_split_pct=0.0, transforms=False, background="void")
+    assert void.class_table.names == ["building"]
+    assert (void.train_ds.load_sample(0).class_index == 0).any()
+
+
+def test_an_export_with_a_background_class_gets_no_second_one(synthetic_scene, tmp_path):
+    import geopandas as gpd
+
+    from geomax.data.export import export_training_data
+    from geomax.data.synthetic import CLASS_FIELD
+
+    gdf = gpd.read_file(synthetic_scene.labels)
+    gdf[gdf[CLASS_FIELD] == "building"].to_file(tmp_path / "buildings.gpkg")
+    export_training_data(synthetic_scene.raster, tmp_path / "buildings.gpkg", tmp_path / "chips",
+                         class_field=CLASS_FIELD, thing_classes=["building"], tile_size=64, progress=False)
+    data = prepare_data(tmp_path / "chips", batch_size=2, val_split_pct=0.0, transforms=False)
+    assert data.class_table.names == ["building", "background"] and "'void'" in data.background
