@@ -39,7 +39,7 @@ def main() -> None:
     data.show_batch(rows=2, file=out / "show_batch_false_colour.png")
     model = MaXDeepLab(data, backbone=args.backbone)
     model.fit(args.epochs)  # the TrainConfig recipe (geomax.config)
-    model.save(out / "model6")
+    model.save(out / "model6", overwrite=True)
     # The model reads the bands it was trained on from the full 6-band test raster.
     model.predict_raster(test.raster, out / "test6_panoptic.tif", out_features=out / "test6_panoptic.gpkg",
                          bands=args.bands, overwrite=True)

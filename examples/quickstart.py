@@ -45,7 +45,7 @@ def main() -> None:
     metrics = model.compute_metrics()
     print(f"validation PQ {100 * metrics['all']['pq']:.1f} (things {100 * metrics['things']['pq']:.1f}, "
           f"stuff {100 * metrics['stuff']['pq']:.1f})")
-    folder = model.save(out / "quickstart_model")
+    folder = model.save(out / "quickstart_model", overwrite=True)  # replaces this example's earlier model only
 
     # 3. Reload without the training data and predict.
     model = MaXDeepLab.from_model(folder / "quickstart_model.emd")

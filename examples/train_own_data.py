@@ -36,7 +36,7 @@ def main() -> None:
     model = MaXDeepLab(data, backbone=args.backbone)
     model.fit(args.epochs, lr=args.lr, early_stopping=True, monitor="valid_loss")
     print(format_metrics(model.compute_metrics()))
-    folder = model.save(out / "model")
+    folder = model.save(out / "model", overwrite=True)  # replaces an earlier run's model only
     model.predict_raster(args.raster, out / "panoptic.tif", out_features=out / "panoptic.gpkg")
     # In-sample check only: evaluate on a raster the model did not see for a real accuracy figure.
     metrics = evaluate_raster(out / "panoptic.tif", args.labels, class_table=model.class_table,

@@ -23,6 +23,11 @@ _PALETTE = [
 ]
 
 
+#: Name of the stuff class valid unlabelled pixels become under the background rule
+#: (:func:`geomax.data.export.resolve_background`); the vector output leaves it out.
+BACKGROUND_NAME = "background"
+
+
 def default_color(i: int) -> tuple[int, int, int]:
     """Colour for the ``i``-th class when the export does not define one."""
     return _PALETTE[i % len(_PALETTE)]

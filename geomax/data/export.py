@@ -18,7 +18,7 @@ import numpy as np
 
 from ..errors import ArgumentError, DataError, OutputError, OutputExistsError
 from ..publish import check_outputs_apart, check_replaceable, publish_folder, scratch_folder
-from .classes import ClassInfo, ClassTable, default_color
+from .classes import BACKGROUND_NAME, ClassInfo, ClassTable, default_color
 from .esri_layout import (
     EMD_FILE,
     IMAGES_DIR,
@@ -93,8 +93,6 @@ class ExportInfo:
     background_value: int | None = None
 
 
-#: Name of the stuff class unlabelled valid pixels become under the background rule.
-BACKGROUND_NAME = "background"
 #: Values of ``background``: ``"auto"`` (a class when every labelled class is a thing), ``"class"``, ``"void"``.
 BACKGROUND_RULES = ("auto", "class", "void")
 _BACKGROUND_COLOR = (190, 190, 190)

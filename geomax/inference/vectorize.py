@@ -20,7 +20,7 @@ import os
 from collections import defaultdict
 from itertools import chain
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import shapely
@@ -29,7 +29,7 @@ from affine import Affine
 from rasterio.features import shapes
 from scipy import ndimage
 
-from ..data.classes import ClassTable
+from ..data.classes import BACKGROUND_NAME, ClassTable
 from ..errors import ArgumentError
 from .stitching import UnionFind
 
@@ -67,10 +67,17 @@ class PanopticVectorizer:
         Affine transform of the raster (pixel -> CRS coordinates).
     width:
         Raster width in pixels (size of the one-row border state).
+    skip_values:
+        Class Values to leave out of the features (default: a stuff class named
+        :data:`~geomax.data.classes.BACKGROUND_NAME`, the complement of the things).
     """
 
-    def __init__(self, class_table: ClassTable, transform: Affine, width: int):
+    def __init__(self, class_table: ClassTable, transform: Affine, width: int,
+                 skip_values: Sequence[int] | None = None):
         self.class_table = class_table
+        self.skip_values = np.asarray(
+            [c.value for c in class_table if c.name == BACKGROUND_NAME and not c.is_thing]
+            if skip_values is None else list(skip_values), dtype=np.int64)
         self.transform = transform
         self.width = int(width)
         self._thing_polys: dict[int, list] = defaultdict(list)
@@ -107,6 +114,8 @@ class PanopticVectorizer:
         conf = np.asarray(confidence_block, dtype=np.float64)
         h, w = class_block.shape
         labelled = class_block > 0
+        if self.skip_values.size:
+            labelled &= ~np.isin(class_block, self.skip_values)
         lab = np.zeros((h, w), dtype=np.int32)
         keys: list[tuple[bool, int]] = [(False, 0)]
         # things: local label = instance id - (smallest id in the block) + 1 (ids of a block span a
