@@ -48,7 +48,7 @@ def test_predict_tiles_is_required():
 def test_check_predictor_says_what_is_missing():
     with pytest.raises(ModelError, match=r"not a per-tile predictor.*'n_bands', 'class_table', 'predict_tiles'"):
         check_predictor(object())
-    with pytest.raises(ModelError, match=r"optional predictor members \['band_names', 'tile_multiple', 'chip_size', 'saved_tiling'\]"
+    with pytest.raises(ModelError, match=r"optional predictor members \['band_names', 'tile_multiple', 'chip_size', 'saved_tiling', 'band_stats'\]"
                                          r".*Subclass"):
         check_predictor(_Structural())
 
