@@ -20,7 +20,7 @@ def footprints_void(synthetic_scene, tmp_path_factory):
     gdf[gdf[CLASS_FIELD] == "building"].to_file(root / "buildings.gpkg")
     export_training_data(synthetic_scene.raster, root / "buildings.gpkg", root / "chips", class_field=CLASS_FIELD,
                          thing_classes=["building"], tile_size=64, background="void", progress=False)
-    return prepare_data(root / "chips", batch_size=4, val_split_pct=0.25, transforms=False)
+    return prepare_data(root / "chips", batch_size=4, val_split_pct=0.25, transforms=False, background="void")
 
 
 def test_label_shares_of_the_synthetic_data(synthetic_data):
