@@ -18,7 +18,16 @@ from typing import Sequence
 
 from ._version import __version__
 from .errors import DataError, GeomaxError
-from .workflows.tools import TOOLS, Param, Tool, add_argument, add_cli_arguments, cli_values, run_tool
+from .workflows.tools import (
+    TOOLS,
+    Param,
+    Tool,
+    add_argument,
+    add_cli_arguments,
+    cli_values,
+    one_line_warnings,
+    run_tool,
+)
 
 __all__ = ["main", "build_parser", "describe_path"]
 
@@ -226,7 +235,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "command", None):
             parser.print_help()
             return EXIT_USER_ERROR
-        return int(args.func(args) or 0)
+        with one_line_warnings("geomax"):
+            return int(args.func(args) or 0)
     except _UsageError as exc:
         print(f"geomax: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -141,6 +141,7 @@ def test_train_predict_evaluate_info_with_a_tiny_model(trained_model, scene, tmp
     with rasterio.open(out_keep) as a, rasterio.open(out_tif) as b:
         assert np.array_equal(a.read(1) > 0, b.read(1) > 0)  # the same pixels are labelled
     # predicting again onto existing outputs needs --overwrite
+    capsys.readouterr()  # the message of this call only
     rc = main(["predict", str(trained_model), str(scene.raster), str(out_tif)])
     assert "exists. Choose another name, or pass --overwrite" in _one_line_error(capsys, rc)
     capsys.readouterr()
@@ -172,3 +173,13 @@ def test_parser_has_all_subcommands():
     parser = build_parser()
     sub = next(a for a in parser._actions if a.dest == "command")
     assert set(sub.choices) == set(SUBCOMMANDS)
+
+
+def test_warnings_are_one_line_messages_not_python_source_lines(capsys):
+    import warnings
+
+    from geomax.workflows.tools import one_line_warnings
+
+    with one_line_warnings("geomax"):
+        warnings.warn("The prediction of 'a.tif' is void\n   everywhere.", UserWarning)
+    assert capsys.readouterr().err == "geomax: warning: The prediction of 'a.tif' is void everywhere.\n"

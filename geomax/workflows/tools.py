@@ -21,8 +21,10 @@ Nothing here imports ``arcpy`` or torch.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import inspect
 import sys
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -374,11 +376,23 @@ def build_argparser(tool: Tool) -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def one_line_warnings(prefix: str):
+    """Show warnings as one line ``<prefix>: warning: ...`` on stderr (not Python's file:line form)."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"{prefix}: warning: {' '.join(str(message).split())}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def script_main(tool_name: str, argv: Sequence[str] | None = None) -> int:
-    """Entry point of a tool script; one-line error and exit code 2 on bad input."""
+    """Entry point of a tool script; one-line error and exit code 2 on bad input, one-line warnings."""
     tool = TOOLS[tool_name]
     try:
-        run_tool(tool_name, vars(build_argparser(tool).parse_args(argv)))
+        with one_line_warnings(tool_name):
+            run_tool(tool_name, vars(build_argparser(tool).parse_args(argv)))
         return 0
     except (_ScriptError, GeomaxError) as exc:
         print(f"{tool_name}: error: {' '.join(str(exc).split())}", file=sys.stderr)
