@@ -111,19 +111,19 @@ def resolve_background(rule: str, class_table: ClassTable) -> tuple[ClassTable, 
         raise ArgumentError(f"background='{rule}' is not a rule: use one of {list(BACKGROUND_RULES)}.")
     existing = next((c for c in class_table if c.name == BACKGROUND_NAME and not c.is_thing), None)
     if rule == "void":
-        return class_table, None, "background rule 'void' (asked): unlabelled pixels stay void and are ignored."
+        return class_table, None, "Background rule 'void' (asked): unlabelled pixels stay void and are ignored."
     if rule == "auto" and class_table.stuff_values:
-        return class_table, None, (f"background rule 'void': the labels hold stuff classes "
+        return class_table, None, (f"Background rule 'void': the labels hold stuff classes "
                                    f"({', '.join(class_table.stuff_names)}), so unlabelled pixels stay void (ignored "
                                    "by training); pass background='class' if the labels cover only some classes.")
     why = ("asked" if rule == "class" else
            f"every labelled class is a thing ({', '.join(class_table.thing_names)}), so unlabelled pixels are where "
            "there is none; pass background='void' for partially labelled images")
     if existing is not None:
-        return class_table, existing.value, f"background rule 'class' ({why}): unlabelled pixels become '{existing.name}'."
+        return class_table, existing.value, f"Background rule 'class' ({why}): unlabelled pixels become '{existing.name}'."
     value = max(class_table.values, default=0) + 1
     table = ClassTable(list(class_table) + [ClassInfo(value, BACKGROUND_NAME, _BACKGROUND_COLOR, False)])
-    return table, value, (f"background rule 'class' ({why}): unlabelled valid pixels become the stuff class "
+    return table, value, (f"Background rule 'class' ({why}): unlabelled valid pixels become the stuff class "
                           f"'{BACKGROUND_NAME}' (Value {value}).")
 
 
@@ -302,6 +302,12 @@ def export_training_data(
         if not 0.0 <= float(v) <= 1.0:
             raise ArgumentError(f"{name}={v} must be between 0 and 1.")
 
+    # ---- the output folder (paths only: checked before the inputs are read) ----------
+    check_outputs_apart({"input raster": in_raster, "label layer": _local_path(in_labels)},
+                        {"export folder": out_folder})
+    check_replaceable(out_folder, overwrite, "export", "export folder")
+    _refuse_models_inside(out_folder)
+
     # ---- the raster ------------------------------------------------------
     if not in_raster.exists():
         raise DataError(f"Raster {in_raster} does not exist. Check the path.")
@@ -366,11 +372,6 @@ def export_training_data(
         class_table, background_value, background_note = resolve_background(background, class_table)
         gdf = gdf.reset_index(drop=True)
 
-        # ---- the output folder -------------------------------------------
-        check_outputs_apart({"input raster": in_raster, "label layer": _local_path(in_labels)},
-                            {"export folder": out_folder})
-        check_replaceable(out_folder, overwrite, "export", "export folder")
-        _refuse_models_inside(out_folder)
         tmp = _make_scratch(out_folder)
         try:
             info = _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size, stride, chip_format,

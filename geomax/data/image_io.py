@@ -15,7 +15,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..errors import ArgumentError, DataError, InputMismatchError
-from .input_rules import check_image_values, names_give_order, select_bands
+from .input_rules import band_labels, check_image_values, names_give_order, select_bands
 from .normalize import BandStats
 
 __all__ = ["read_image", "valid_pixels", "read_valid_pixels", "needs_band_masks"]
@@ -172,8 +172,7 @@ def _read_file(path: Path, band_names: Sequence[str], extract_bands: Sequence[in
             valid = read_valid_pixels(src, chosen, array)
     except rasterio.errors.RasterioIOError as exc:
         raise DataError(f"Cannot read image '{path}' ({exc}). Is it a valid raster?") from exc
-    labels = [f"band {b}" + (f" '{descriptions[b - 1]}'" if descriptions[b - 1] else "") for b in chosen]
-    return _ImageRead(array, valid, f"'{path}'", labels, names_give_order(descriptions, band_names),
+    return _ImageRead(array, valid, f"'{path}'", band_labels(descriptions, chosen), names_give_order(descriptions, band_names),
                       lambda order: f"pass bands={[chosen[i] for i in order]} (1-based bands of the file, "
                                     "in the model's order)")
 

@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import ArgumentError, InputMismatchError
 from .normalize import BandStats, RunningBandStats
 
-__all__ = ["select_bands", "names_give_order", "InputSample", "suggest_band_order", "value_range_problems",
+__all__ = ["select_bands", "names_give_order", "band_labels", "InputSample", "suggest_band_order", "value_range_problems",
            "check_sample", "check_image_values"]
 
 #: A band moved by :func:`suggest_band_order` must come closer to its training band by this many
@@ -36,6 +36,11 @@ INTEGER_PRODUCT_MIN_SPAN = 16.0
 
 
 # --------------------------------------------------------------------------- band selection
+def band_labels(descriptions: Sequence[str | None], bands: Sequence[int]) -> list[str]:
+    """How messages name the 1-based ``bands`` of a raster: ``band 3 'blue'`` (``band 3`` without a description)."""
+    return [f"band {b}" + (f" '{descriptions[b - 1]}'" if descriptions[b - 1] else "") for b in bands]
+
+
 def names_give_order(descriptions: Sequence[str | None], band_names: Sequence[str] | None) -> bool:
     """True when every band has a description and the model's band names are among them.
 

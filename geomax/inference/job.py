@@ -38,7 +38,7 @@ from rasterio.windows import Window
 
 from ..config import TilingConfig
 from ..data.classes import ClassTable
-from ..data.input_rules import InputSample, check_sample, names_give_order, select_bands
+from ..data.input_rules import InputSample, band_labels, check_sample, names_give_order, select_bands
 from ..errors import ArgumentError, DataError
 from ..publish import check_outputs_apart, check_replaceable, publish_files, scratch_folder
 from .predictor import TilePredictor
@@ -53,8 +53,7 @@ __all__ = ["RasterJob", "RasterPrediction", "check_bands", "gdal_env", "RASTER_E
 RASTER_EXTS = (".tif", ".tiff")
 _GDAL_CACHE_MB = 64  # bounded block cache: GDAL's default (5% of RAM) would grow with the raster
 _REWRITE_BLOCK = 1024  # side of the blocks of the final rewrite and polygonising
-_SAMPLE_SIDE = 256  # windows sampled to compare the input with the training statistics
-_SAMPLE_WINDOWS = 9
+_SAMPLE_SIDE = 256  # side of the 3 x 3 windows sampled to compare the input with the training statistics
 
 
 def gdal_env() -> rasterio.Env:
@@ -277,7 +276,8 @@ class RasterJob:
     def _check_values(self, src, predictor: TilePredictor) -> None:
         """Warn when sampled input values or the band order do not look like the model's training data.
 
-        Reads up to :data:`_SAMPLE_WINDOWS` windows of :data:`_SAMPLE_SIDE` px spread over the raster.
+        Reads a 3 x 3 grid of windows of :data:`_SAMPLE_SIDE` px spread over the raster (fewer
+        distinct ones on a small raster).
         """
         assert predictor.band_stats is not None
         reader = TileReader(src, self.bands)
@@ -285,12 +285,11 @@ class RasterJob:
         side = min(_SAMPLE_SIDE, src.height, src.width)
         rows = np.linspace(0, src.height - side, 3).astype(int)
         cols = np.linspace(0, src.width - side, 3).astype(int)
-        for r0, c0 in list(dict.fromkeys((int(r), int(c)) for r in rows for c in cols))[:_SAMPLE_WINDOWS]:
+        for r0, c0 in dict.fromkeys((int(r), int(c)) for r in rows for c in cols):
             data, valid = reader.read(Window(c0, r0, side, side))
             sample.update(data, valid)
         descs = list(src.descriptions)
-        labels = [f"band {b}" + (f" ({descs[b - 1]})" if descs[b - 1] else "") for b in self.bands]
-        check_sample(sample, predictor.band_stats, f"'{self.in_raster}'", labels,
+        check_sample(sample, predictor.band_stats, f"'{self.in_raster}'", band_labels(descs, self.bands),
                      order_known=names_give_order(descs, predictor.band_names),
                      fix=lambda order: f"pass bands={[self.bands[i] for i in order]}", stacklevel=5)
 

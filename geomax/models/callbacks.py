@@ -147,9 +147,17 @@ class LastEpochCheckpoint(Callback):
 
     order = 60
 
-    def __init__(self, fname: str = "geomax_last", fingerprint: str = ""):
+    #: Default checkpoint name (``<fname>.json`` is the record, see :meth:`has_record`).
+    FNAME = "geomax_last"
+
+    def __init__(self, fname: str = FNAME, fingerprint: str = ""):
         self.fname, self.fingerprint = fname, fingerprint
         self.prior_history: list[dict] = []  # epochs of the interrupted run a resumed one continues
+
+    @classmethod
+    def has_record(cls, folder: Path, fname: str = FNAME) -> bool:
+        """Whether ``folder`` holds the record of an interrupted training to resume."""
+        return (Path(folder) / f"{fname}.json").exists()
 
     def _meta(self, learn) -> Path:
         return Path(learn.path) / learn.model_dir / f"{self.fname}.json"

@@ -250,6 +250,11 @@ class MaXDeepLab:
         return self.state.tiling
 
     @property
+    def steps_trained(self) -> int:
+        """Training batches the last :meth:`fit` ran (0 when a resumed run had nothing left to do)."""
+        return len(getattr(self.learn.recorder, "losses", []))
+
+    @property
     def checkpoint_folder(self) -> Path:
         """Where :meth:`fit` writes its checkpoints and ``fit(resume=True)`` reads them.
 
@@ -364,8 +369,7 @@ class MaXDeepLab:
         if warn_empty and final_pq is not None and not final_pq > 0:
             from .diagnose import warn_if_empty
 
-            warn_if_empty({"all": {"pq": 0.0}}, len(getattr(self.learn.recorder, "losses", [])), data.train.bs,
-                          data.train_ds,
+            warn_if_empty({"all": {"pq": 0.0}}, self.steps_trained, data.train.bs, data.train_ds,
                           self.state.postprocess.class_threshold, stacklevel=3)
 
     def freeze(self) -> None:

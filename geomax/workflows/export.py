@@ -80,5 +80,5 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
                                 label_layer=label_layer, overwrite=overwrite, progress=False, background=background)
     log(f"Exported {info.n_chips} chips of {info.tile_size} px to {info.out_folder} "
         f"(classes: {', '.join(info.class_table.names)}; things: {', '.join(info.class_table.thing_names) or 'none'})")
-    log(f"{info.background[0].upper()}{info.background[1:]}")
+    log(info.background)
     return info

@@ -83,9 +83,8 @@ def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Ca
 
     if is_empty(metrics):
         data = model.data
-        steps = len(getattr(model.learn.recorder, "losses", []))  # none when a resumed run had nothing left
         # said once: on the log of the command or tool, else as a warning
-        message = warn_if_empty(metrics, steps, data.train.bs, data.train_ds,
+        message = warn_if_empty(metrics, model.steps_trained, data.train.bs, data.train_ds,
                                 model.state.postprocess.class_threshold, stacklevel=2, emit=not verbose)
         if message and verbose:
             log(f"WARNING: {message}")
@@ -174,6 +173,7 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
     """
     import torch
 
+    from ..models.callbacks import LastEpochCheckpoint
     from ..models.maxdeeplab import list_variants
     from ..publish import check_outputs_apart, check_replaceable
 
@@ -190,7 +190,7 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
     check_outputs_apart({"training data": data_path, "pretrained model": pretrained}, {"model folder (--out)": out})
     check_replaceable(out, overwrite, "model", "model folder (--out)")
     checkpoints = checkpoint_folder_of(out)
-    if resume and not (checkpoints / "geomax_last.json").exists():
+    if resume and not LastEpochCheckpoint.has_record(checkpoints):
         raise ModelError(f"There is no interrupted training of '{out}' to resume (nothing in '{checkpoints}'). "
                          "Run the same command without --resume.")
     if backbone is not None and backbone not in list_variants():
@@ -199,7 +199,7 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
         torch.set_num_threads(cfg.num_threads)
     torch.manual_seed(cfg.seed)
     data = prepare(data_path, cfg)
-    log(f"{data.background[0].upper()}{data.background[1:]}")
+    log(data.background)
     model = build_model(data, backbone=backbone, pretrained=pretrained, network=network, loss=loss,
                         postprocess=postprocess)
     model.checkpoint_dir = checkpoints

@@ -184,24 +184,28 @@ def test_resume_refuses_a_checkpoint_of_another_model(synthetic_data, tmp_path):
         a.fit(2, lr=1e-3, resume=True)
 
 
+def _train_killed_after_first_checkpoint(monkeypatch, args):
+    """Run ``geomax ARGS`` dying (as a kill would) right after the first epoch's checkpoint is written."""
+    from geomax.models.callbacks import LastEpochCheckpoint
+
+    real = LastEpochCheckpoint.after_epoch
+
+    def dies_after_the_checkpoint(self):
+        real(self)
+        raise _Killed()
+
+    monkeypatch.setattr(LastEpochCheckpoint, "after_epoch", dies_after_the_checkpoint)
+    with pytest.raises(_Killed):
+        main(args)
+    monkeypatch.undo()
+
+
 def test_geomax_train_resume_continues_an_interrupted_run(export_copy, tmp_path, capsys, monkeypatch):
     out = tmp_path / "model"
     args = ["train", str(export_copy), "--out", str(out), "--backbone", "max_deeplab_tiny", "--epochs", "2",
             "--batch-size", "4", "--val-split", "0.25"]
     assert main(args + ["--resume"]) == 2 and "no interrupted training" in capsys.readouterr().err
-
-    from geomax.models.callbacks import LastEpochCheckpoint
-
-    real = LastEpochCheckpoint.after_epoch
-
-    def dies_after_first_epoch(self):
-        real(self)
-        raise _Killed()
-
-    monkeypatch.setattr(LastEpochCheckpoint, "after_epoch", dies_after_first_epoch)
-    with pytest.raises(_Killed):
-        main(args)
-    monkeypatch.undo()
+    _train_killed_after_first_checkpoint(monkeypatch, args)
     assert not out.exists() and json.loads((checkpoint_folder_of(out) / "geomax_last.json").read_text())[
         "epochs_done"] == 1
     capsys.readouterr()
@@ -217,18 +221,7 @@ def test_geomax_train_resume_after_a_kill_past_the_last_epoch_saves_the_model(ex
     out = tmp_path / "model"
     args = ["train", str(export_copy), "--out", str(out), "--backbone", "max_deeplab_tiny", "--epochs", "1",
             "--batch-size", "4", "--val-split", "0.25"]
-    from geomax.models.callbacks import LastEpochCheckpoint
-
-    real = LastEpochCheckpoint.after_epoch
-
-    def dies_after_the_checkpoint(self):
-        real(self)
-        raise _Killed()
-
-    monkeypatch.setattr(LastEpochCheckpoint, "after_epoch", dies_after_the_checkpoint)
-    with pytest.raises(_Killed):
-        main(args)
-    monkeypatch.undo()
+    _train_killed_after_first_checkpoint(monkeypatch, args)  # one epoch: the kill comes after the last one
     capsys.readouterr()
     assert main(args + ["--resume"]) == 0
     assert "nothing to resume" in capsys.readouterr().out
