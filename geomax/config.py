@@ -349,7 +349,9 @@ class TrainConfig(Config):
     batch_size:
         Chips per batch.
     chip_size:
-        Training chip side in pixels; ``None``: the exported size.
+        Training chip side in pixels; ``None``: :meth:`training_chip_size` of the export
+        (on a CPU random crops of :attr:`CPU_CHIP_SIZE` px, on a GPU the exported size).
+        The model predicts at tiles of this size (:meth:`TilingConfig.resolve`).
     val_split:
         Share of the chips held out for validation.
     seed:
@@ -373,6 +375,11 @@ class TrainConfig(Config):
     kind: ClassVar[str] = "training"
     #: Epochs when neither ``epochs`` nor ``minutes`` is given.
     DEFAULT_EPOCHS: ClassVar[int] = 10
+    #: Training crop side on a CPU when ``chip_size`` is not given: a 128 px step takes about
+    #: a fifth of a 256 px one (0.53 s against 2.9 s, batch 8, 2 cores), so a CPU budget gives
+    #: about five times the optimiser steps, and the CPU network's 32 slots cover the segments of
+    #: a 128 px crop of dense scenes (``docs/design.md``, "Training recipe").
+    CPU_CHIP_SIZE: ClassVar[int] = 128
 
     epochs: int | None = None
     minutes: float | None = None
@@ -411,6 +418,16 @@ class TrainConfig(Config):
         _int_at_least("patience", self.patience, 1)
         if self.num_threads is not None:
             _int_at_least("num_threads", self.num_threads, 1)
+
+    def training_chip_size(self, exported: int, gpu: bool) -> int:
+        """Side of the training chips for chips exported at ``exported`` px.
+
+        ``chip_size`` when given; otherwise on a GPU the exported size, on a CPU
+        random crops of :attr:`CPU_CHIP_SIZE` px (the exported size when smaller).
+        """
+        if self.chip_size is not None:
+            return int(self.chip_size)
+        return int(exported) if gpu else min(int(exported), self.CPU_CHIP_SIZE)
 
     @property
     def n_epochs(self) -> int:

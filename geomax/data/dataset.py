@@ -20,7 +20,7 @@ from .image_io import read_valid_pixels
 from .normalize import BandStats, normalize
 from .transforms import Sample, crop_or_pad
 
-__all__ = ["ChipDataset", "read_chip_labels", "read_chip_image", "target_from_panoptic", "panoptic_from_target",
+__all__ = ["ChipDataset", "crop_starts", "read_chip_labels", "read_chip_image", "target_from_panoptic", "panoptic_from_target",
            "count_segments"]
 
 
@@ -271,6 +271,17 @@ def panoptic_from_target(target: dict, index=None, class_table: ClassTable | Non
     return class_map, instance_map
 
 
+def crop_starts(shape: tuple[int, int], size: int) -> list[tuple[int, int]]:
+    """Top-left corners of the ``size`` crops that tile a chip of ``shape`` (the last ones aligned to its edges)."""
+    def axis(n: int) -> list[int]:
+        if n <= size:
+            return [0]
+        starts = list(range(0, n - size + 1, size))
+        return starts if starts[-1] == n - size else starts + [n - size]
+
+    return [(r, c) for r in axis(int(shape[0])) for c in axis(int(shape[1]))]
+
+
 class ChipDataset:
     """Training chips of one or more exports as ``(image, target)`` items (a torch map-style dataset).
 
@@ -286,6 +297,12 @@ class ChipDataset:
         Mask slots per target.
     chip_size:
         Output height and width.
+    chip_shapes:
+        (height, width) of each chip. With chips larger than ``chip_size`` a chip gives as
+        many items as ``chip_size`` crops tile it: random crops with transforms (an epoch
+        covers about the chips' area), the tiling crops without (validation sees every
+        pixel once, the last row and column of crops aligned to the chip's edge).
+        ``None``: one item per chip.
     band_indices:
         0-based bands of the chips to use (default: all).
     transforms:
@@ -300,7 +317,8 @@ class ChipDataset:
 
     def __init__(self, chips: list[ChipRecord], class_table: ClassTable, band_stats: BandStats, n_masks: int,
                  chip_size: int, band_indices: Sequence[int] | None = None, transforms: Sequence | None = None,
-                 seed: int = 42, background_index: int | None = None):
+                 seed: int = 42, background_index: int | None = None,
+                 chip_shapes: Sequence[tuple[int, int]] | None = None):
         self.chips = list(chips)
         self.class_table = class_table
         self.band_stats = band_stats
@@ -312,9 +330,24 @@ class ChipDataset:
         self.background_index = background_index
         self._index_lut = class_table.index_lut()
         self._draws = 0
+        #: (chip index, crop window (row, col) or None for a random crop / the whole chip) of each item
+        self.items: list[tuple[int, tuple[int, int] | None]] = []
+        if chip_shapes is not None and len(chip_shapes) != len(self.chips):
+            raise ArgumentError(f"chip_shapes has {len(chip_shapes)} entries for {len(self.chips)} chips.")
+        for i in range(len(self.chips)):
+            starts = crop_starts(chip_shapes[i], self.chip_size) if chip_shapes is not None else [(0, 0)]
+            if len(starts) == 1 or self.transforms:
+                self.items += [(i, None)] * len(starts)
+            else:
+                self.items += [(i, rc) for rc in starts]
+
+    @property
+    def n_chips(self) -> int:
+        """Number of chips (items are crops of them)."""
+        return len(self.chips)
 
     def __len__(self) -> int:
-        return len(self.chips)
+        return len(self.items)
 
     def load_sample(self, i: int) -> Sample:
         """The raw :class:`Sample` of chip ``i`` (no transforms)."""
@@ -333,7 +366,10 @@ class ChipDataset:
     def __getitem__(self, i: int):
         import torch
 
-        sample = self.load_sample(int(i))
+        chip, window = self.items[int(i)]
+        sample = self.load_sample(chip)
+        if window is not None:
+            sample = sample.window(window[0], window[1], self.chip_size, self.chip_size)
         if self.transforms:
             # A fresh generator per draw: different augmentations every epoch, reproducible from the seed
             # (worker processes add their torch seed so they do not repeat each other).

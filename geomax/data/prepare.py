@@ -16,6 +16,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..common import GT_VALID
+from ..config import TrainConfig
 from ..errors import ArgumentError, DataError
 from .classes import ClassInfo, ClassTable
 from .dataset import (
@@ -30,7 +31,7 @@ from .esri_layout import ExportLayout, read_export
 from .normalize import BandStats, RunningBandStats
 from .transforms import default_transforms
 
-__all__ = ["prepare_data", "PanopticDataLoaders", "target_from_panoptic", "panoptic_from_target"]
+__all__ = ["prepare_data", "source_bands", "PanopticDataLoaders", "target_from_panoptic", "panoptic_from_target"]
 
 DATASET_TYPE = "Panoptic_Segmentation"
 
@@ -122,7 +123,8 @@ class PanopticDataLoaders(_DataLoaders):
         return fig
 
     def __repr__(self) -> str:
-        return (f"PanopticDataLoaders({len(self.train.dataset)} train / {len(self.valid.dataset)} valid chips, "
+        return (f"PanopticDataLoaders({self.train.dataset.n_chips} train / {self.valid.dataset.n_chips} valid chips "
+                f"({len(self.train.dataset)} / {len(self.valid.dataset)} items of {self.chip_size} px), "
                 f"{self.n_bands} bands {self.band_names}, chip_size={self.chip_size}, n_masks={self.n_masks}, "
                 f"things={self.thing_classes}, stuff={self.stuff_classes})")
 
@@ -161,6 +163,42 @@ def _default_rgb(names: list[str]) -> list[int]:
     return [0, 0, 0]
 
 
+def source_bands(layouts: Sequence[ExportLayout], n_chip_bands: int, band_indices: Sequence[int] | None) -> list[int]:
+    """0-based bands of the source raster that the selected chip bands were cut from.
+
+    The export's ``ExtractBands`` (0-based into the source, as ArcGIS writes it) composed
+    with the chip-relative selection ``band_indices``: ``bands=[2, 3]`` of a 4-band raster
+    exports ``ExtractBands [1, 2]``, and chip band 0 of that export is source band 1. An
+    export without ``ExtractBands`` (or with a list that does not match its chips) was cut
+    from all the source's bands. This is the one definition every reader of a model uses
+    (:meth:`MaXDeepLab.predict <geomax.models.learner.MaXDeepLab.predict>`, ``predict_raster``,
+    the Dask path).
+    """
+    def of(layout: ExportLayout) -> list[int]:
+        extract = layout.extract_bands
+        return [int(b) for b in extract] if extract and len(extract) == n_chip_bands else list(range(n_chip_bands))
+
+    per_export = [of(lay) for lay in layouts]
+    if any(e != per_export[0] for e in per_export[1:]):
+        import warnings
+
+        listed = "; ".join(f"{lay.root}: {e}" for lay, e in zip(layouts, per_export))
+        warnings.warn(f"The exports were cut from different source bands ({listed}); the model reads source bands "
+                      f"{per_export[0]} (0-based) of a raster with more bands than it takes. Pass bands= to predict "
+                      "when a raster's bands differ.", UserWarning, stacklevel=3)
+    chip = list(band_indices) if band_indices is not None else list(range(n_chip_bands))
+    return [per_export[0][b] for b in chip]
+
+
+def _on_gpu(device) -> bool:
+    """Whether batches go to a CUDA device (``device=None``: fastai's default, CUDA when available)."""
+    import torch
+
+    if device is None:
+        return torch.cuda.is_available()
+    return torch.device(device).type == "cuda"
+
+
 def prepare_data(
     path,
     chip_size: int | None = None,
@@ -184,9 +222,11 @@ def prepare_data(
     path:
         Export folder, or a list of export folders with the same classes and bands.
     chip_size:
-        Height and width of the training chips (default: the exported chip size).
-        Must not exceed the exported chips; smaller sizes are random crops
-        (training) or centre crops (validation).
+        Height and width of the training chips. Default
+        (:meth:`geomax.config.TrainConfig.training_chip_size`): on a GPU the exported
+        size, on a CPU 128 px (the exported size when smaller). Must not exceed the
+        exported chips. A smaller size trains on random crops, as many per epoch as
+        tile a chip, and validates on the crops that tile each validation chip.
     batch_size:
         Chips per batch.
     val_split_pct:
@@ -291,6 +331,7 @@ def prepare_data(
     index_lut = class_table.index_lut()
     max_segments = 0
     min_hw = chip_hw
+    shapes = []
     for chip in chips:
         with _open(chip.image) as ds:
             hw, count = (ds.height, ds.width), ds.count
@@ -303,12 +344,13 @@ def prepare_data(
             raise DataError(f"Image {chip.image} is {hw[1]} x {hw[0]} px but its label {chip.label} is "
                             f"{lhw[1]} x {lhw[0]}. Re-export the training data.")
         min_hw = (min(min_hw[0], hw[0]), min(min_hw[1], hw[1]))
+        shapes.append(hw)
         class_index, instance = read_chip_labels(chip, class_table, index_lut)
         max_segments = max(max_segments, count_segments(class_index, instance, thing_lut)
                            + (background_index is not None))
 
     if chip_size is None:
-        chip_size = min(min_hw)
+        chip_size = TrainConfig().training_chip_size(min(min_hw), gpu=_on_gpu(device))
     chip_size = int(chip_size)
     if chip_size > min(min_hw):
         raise ArgumentError(f"chip_size={chip_size} is larger than the exported chips ({min_hw[1]} x {min_hw[0]} px). "
@@ -351,8 +393,10 @@ def prepare_data(
             raise ArgumentError("transforms= must be None, False or a list of callables t(sample, rng) -> sample.")
     common: dict[str, Any] = dict(class_table=class_table, band_stats=band_stats, n_masks=n_masks, chip_size=chip_size,
                   band_indices=band_indices, seed=seed, background_index=background_index)
-    train_ds = ChipDataset([chips[i] for i in train_idx], transforms=train_tfms, **common)
-    valid_ds = ChipDataset([chips[i] for i in val_idx], transforms=None, **common)
+    train_ds = ChipDataset([chips[i] for i in train_idx], transforms=train_tfms,
+                           chip_shapes=[shapes[i] for i in train_idx], **common)
+    valid_ds = ChipDataset([chips[i] for i in val_idx], transforms=None, chip_shapes=[shapes[i] for i in val_idx],
+                           **common)
     bs = int(batch_size)
     train_dl = _DataLoader(train_ds, bs=bs, shuffle=True, drop_last=len(train_ds) > bs, num_workers=num_workers,
                            device=device)
@@ -372,8 +416,8 @@ def prepare_data(
         raise ArgumentError(f"rgb_bands={list(data.rgb_bands)} must be three 0-based indices into the bands {names}.")
     data.paths = paths
     data.band_indices = band_indices
-    #: 0-based indices of the chip bands the model reads (ArcGIS's ``ExtractBands`` convention)
-    data.extract_bands = list(band_indices) if band_indices is not None else list(range(n_chip_bands))
+    #: 0-based bands of the *source raster* the model reads (ArcGIS's ``ExtractBands``)
+    data.extract_bands = source_bands(layouts, n_chip_bands, band_indices)
     data.max_segments = max_segments
     data.background = background_note
     return data

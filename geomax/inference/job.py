@@ -98,6 +98,10 @@ class RasterPrediction:
 def check_bands(src, bands: Sequence[int] | None, predictor: TilePredictor, in_raster) -> list[int]:
     """The 1-based bands to read from ``src`` for ``predictor``: :func:`geomax.data.input_rules.select_bands`.
 
+    A raster with another band count than the predictor's is read at the predictor's
+    ``extract_bands`` (the source bands of its training chips), the same rule as
+    :meth:`MaXDeepLab.predict <geomax.models.learner.MaXDeepLab.predict>`.
+
     Raises
     ------
     ArgumentError
@@ -106,8 +110,9 @@ def check_bands(src, bands: Sequence[int] | None, predictor: TilePredictor, in_r
         The band count differs from the predictor's, or the selected bands' descriptions
         are the predictor's band names in another order (the message gives the right ``bands``).
     """
+    source = predictor.extract_bands
     return select_bands(list(src.descriptions), src.count, bands, int(predictor.n_bands), predictor.band_names,
-                        in_raster)
+                        in_raster, default_bands=None if source is None else [int(b) + 1 for b in source])
 
 
 def _fit_to_raster(tiling: TilingConfig, height: int, width: int, multiple: int, in_raster: Path) -> TilingConfig:

@@ -63,6 +63,11 @@ class TilePredictor(Protocol):
         Statistics of the training data per band (min, max, mean, std); when given,
         ``predict_raster`` compares a sample of the input with them and warns when the
         values or the band order do not look like the training data. ``None``: no check.
+    extract_bands:
+        0-based bands of the source raster the model reads (ArcGIS's ``ExtractBands``:
+        the bands the training chips were cut from, in order). A raster with another band
+        count than the model is read at these bands (``bands`` overrides); ``None``: such
+        a raster is refused.
     """
 
     n_bands: int
@@ -72,6 +77,7 @@ class TilePredictor(Protocol):
     chip_size: int | None = None
     saved_tiling: TilingConfig | None = None
     band_stats: BandStats | None = None
+    extract_bands: Sequence[int] | None = None
 
     @abstractmethod
     def predict_tiles(self, tiles: np.ndarray, valid: np.ndarray, windows: Sequence[Window] | None = None,

@@ -19,7 +19,7 @@ _SAMPLE_CHIPS = 64
 
 def label_shares(dataset, n_chips: int = _SAMPLE_CHIPS) -> tuple[float, dict[str, float]]:
     """Share of valid pixels with a label, and each class's share of the labelled pixels, over sampled chips."""
-    n = len(dataset)
+    n = dataset.n_chips
     if n == 0:
         return 0.0, {}
     idx = np.unique(np.linspace(0, n - 1, min(n, n_chips)).astype(int))

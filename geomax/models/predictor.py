@@ -73,6 +73,10 @@ class PanopticPredictor(TilePredictor):
         return self.state.band_stats
 
     @property
+    def extract_bands(self) -> list[int]:  # type: ignore[override]
+        return [int(b) for b in self.state.extract_bands]
+
+    @property
     def device(self) -> torch.device:
         return next(self.network.parameters()).device
 

@@ -203,7 +203,9 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
     model = build_model(data, backbone=backbone, pretrained=pretrained, network=network, loss=loss,
                         postprocess=postprocess)
     model.checkpoint_dir = checkpoints
-    log(f"{model!r}: {len(data.train_ds)} training chips, {len(data.valid_ds)} validation chips")
+    log(f"{model!r}: {data.train_ds.n_chips} training chips, {data.valid_ds.n_chips} validation chips"
+        + (f"; training on {len(data.train_ds)} random {data.chip_size} px crops per epoch, predicting at "
+           f"{data.chip_size} px tiles" if len(data.train_ds) > data.train_ds.n_chips else ""))
     fit_model(model, cfg, log=log, resume=resume)
     folder = Path(model.save(out.resolve(), overwrite=overwrite))  # a path, never a bare name
     shutil.rmtree(checkpoints, ignore_errors=True)  # geomax's own, of a run now complete

@@ -87,7 +87,9 @@ def test_round_trip_batches_reproduce_rasterized_labels(which, request):
 @pytest.mark.filterwarnings(WARN)
 def test_default_transforms_keep_image_and_masks_together(export3):
     data = prepare_data(export3.out_folder, chip_size=96, batch_size=4, val_split_pct=0.2, seed=1)
-    assert len(data.valid.dataset) >= 1 and len(data.train.dataset) + len(data.valid.dataset) == export3.n_chips
+    assert data.valid.dataset.n_chips >= 1 and data.train.dataset.n_chips + data.valid.dataset.n_chips == export3.n_chips
+    # 128 px chips, 96 px crops: 2 x 2 crops tile a chip, so an epoch draws 4 per chip
+    assert len(data.train.dataset) == 4 * data.train.dataset.n_chips
     for _ in range(2):
         xb, yb = data.one_batch()
         assert xb.shape[-2:] == (96, 96)
