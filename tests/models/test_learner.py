@@ -183,3 +183,46 @@ def test_overfitting_a_handful_of_chips_reaches_pq_090(tmp_path):
     metrics = model.compute_metrics(dl=small.train.new(shuffle=False, drop_last=False))
     assert metrics["all"]["pq"] >= 0.9, metrics["all"]
     assert metrics["things"]["pq"] >= 0.8, metrics["things"]
+
+
+def test_a_model_of_a_band_subset_export_reads_the_same_source_bands_on_every_path(synthetic_scene, tmp_path):
+    """``bands=[2, 3]`` of a 4-band raster: the export records ExtractBands [1, 2] (0-based into the
+    source); predict and predict_raster of the source raster both read source bands 2 and 3 (1-based),
+    as a 2-band raster of those bands gives."""
+    import rasterio
+
+    from geomax.data.esri_layout import read_export
+
+    chips = tmp_path / "chips"
+    export_training_data(synthetic_scene.raster, synthetic_scene.labels, chips, class_table=SYNTHETIC_CLASSES,
+                         tile_size=64, bands=[2, 3], progress=False)
+    assert read_export(chips).extract_bands == [1, 2]
+    data = prepare_data(chips, batch_size=2, transforms=False)
+    assert data.extract_bands == [1, 2]
+    assert prepare_data(chips, batch_size=2, bands=[1], transforms=False).extract_bands == [2]
+    torch.manual_seed(0)
+    model = MaXDeepLab(data, backbone="max_deeplab_tiny")
+    assert model.extract_bands == [1, 2]
+    with rasterio.open(synthetic_scene.raster) as src:
+        full, profile = src.read(), src.profile
+        valid = src.dataset_mask() > 0
+    two = tmp_path / "bands_2_3.tif"
+    with rasterio.open(two, "w", **{**profile, "count": 2}) as dst:
+        dst.write(full[[1, 2]])
+    thresholds = dict(class_threshold=0.0, mask_threshold=0.0)
+    from_source = model.predict(synthetic_scene.raster, **thresholds)
+    from_two = model.predict(two, **thresholds)
+    from_array = model.predict(full[[1, 2]], **thresholds)
+    np.testing.assert_array_equal(from_source.confidence, from_two.confidence)
+    np.testing.assert_allclose(from_source.confidence[valid], from_array.confidence[valid], atol=1e-6)
+    # what each reader reads: source bands 2 and 3 (1-based), not 1 and 2
+    array, _ = model.predictor.read_image(synthetic_scene.raster, None)
+    np.testing.assert_array_equal(array, full[[1, 2]])
+    from geomax.inference.job import check_bands
+
+    with rasterio.open(synthetic_scene.raster) as src:
+        assert check_bands(src, None, model.predictor, synthetic_scene.raster) == [2, 3]
+    model.predict_raster(synthetic_scene.raster, tmp_path / "from_source.tif", **thresholds)
+    model.predict_raster(two, tmp_path / "from_two.tif", **thresholds)
+    with rasterio.open(tmp_path / "from_source.tif") as a, rasterio.open(tmp_path / "from_two.tif") as b:
+        np.testing.assert_array_equal(a.read(), b.read())  # class, instance and confidence bands
