@@ -103,7 +103,7 @@ def _parser() -> argparse.ArgumentParser:
                                             "lr_find is not run under DDP)")
     p.add_argument("--batch-size", type=int, help="chips per process and step "
                                                   f"(default {default_of(TrainConfig, 'batch_size')})")
-    p.add_argument("--chip-size", type=int, default=None, help="training chip size (default: the exported size)")
+    p.add_argument("--chip-size", type=int, default=None, help="training chip size (default: the exported size on a GPU, random 128 px crops on a CPU)")
     p.add_argument("--val-split", type=float, help="share of chips held out for validation "
                                                    f"(default {default_of(TrainConfig, 'val_split')})")
     p.add_argument("--sync-bn", dest="sync_bn", action="store_true", default=None,

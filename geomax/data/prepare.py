@@ -190,6 +190,18 @@ def source_bands(layouts: Sequence[ExportLayout], n_chip_bands: int, band_indice
     return [per_export[0][b] for b in chip]
 
 
+def max_window_segments(class_index: np.ndarray, instance: np.ndarray, thing_lut: np.ndarray, size: int) -> int:
+    """Most segments in a ``size`` window of a chip, windows at a stride of half ``size`` (the whole chip when smaller)."""
+    h, w = class_index.shape
+    if h <= size and w <= size:
+        return count_segments(class_index, instance, thing_lut)
+    step = max(1, size // 2)
+    rows = sorted(set(list(range(0, max(h - size, 0) + 1, step)) + [max(h - size, 0)]))
+    cols = sorted(set(list(range(0, max(w - size, 0) + 1, step)) + [max(w - size, 0)]))
+    return max(count_segments(class_index[r:r + size, c:c + size], instance[r:r + size, c:c + size], thing_lut)
+               for r in rows for c in cols)
+
+
 def _on_gpu(device) -> bool:
     """Whether batches go to a CUDA device (``device=None``: fastai's default, CUDA when available)."""
     import torch
@@ -245,7 +257,8 @@ def prepare_data(
         ``{Value: new name}`` to rename classes.
     n_masks:
         Mask slots per target. Default: the largest number of segments (stuff
-        classes + thing instances) in any chip, plus a margin, rounded up to a multiple of 8.
+        classes + thing instances) in any ``chip_size`` window of a chip, plus a margin,
+        rounded up to a multiple of 8 (the network's slots grow to it).
     rgb_bands:
         0-based indices (into the selected bands) drawn as red, green, blue by ``show_batch``.
     num_workers:
@@ -329,7 +342,6 @@ def prepare_data(
     # One pass over the labels: sizes agree, values known, segment counts for n_masks.
     thing_lut = class_table.is_thing_index()
     index_lut = class_table.index_lut()
-    max_segments = 0
     min_hw = chip_hw
     shapes = []
     for chip in chips:
@@ -345,9 +357,6 @@ def prepare_data(
                             f"{lhw[1]} x {lhw[0]}. Re-export the training data.")
         min_hw = (min(min_hw[0], hw[0]), min(min_hw[1], hw[1]))
         shapes.append(hw)
-        class_index, instance = read_chip_labels(chip, class_table, index_lut)
-        max_segments = max(max_segments, count_segments(class_index, instance, thing_lut)
-                           + (background_index is not None))
 
     if chip_size is None:
         chip_size = TrainConfig().training_chip_size(min(min_hw), gpu=_on_gpu(device))
@@ -357,6 +366,14 @@ def prepare_data(
                             f"Use chip_size <= {min(min_hw)} or re-export with a larger tile size.")
     if chip_size < 8:
         raise ArgumentError(f"chip_size={chip_size} is too small: use at least 8 pixels.")
+    # Most segments in one training item: over the chip_size windows of each chip at half a
+    # window's stride (random crops land anywhere), so crops of large chips do not size the
+    # targets and the network's slots to a whole chip's segments.
+    max_segments = 0
+    for chip in chips:
+        class_index, instance = read_chip_labels(chip, class_table, index_lut)
+        max_segments = max(max_segments, max_window_segments(class_index, instance, thing_lut, chip_size)
+                           + (background_index is not None))
     if n_masks is None:
         n_masks = int(math.ceil((max_segments + max(2, math.ceil(0.1 * max_segments))) / 8.0) * 8)
     elif int(n_masks) < 1:

@@ -548,7 +548,7 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
                    "Run fastai's learning-rate finder and use its suggestion instead of the learning rate."),
              Param("batch_size", "Batch Size", "GPLong", "int", "Chips per batch.",
                    default=default_of(TrainConfig, "batch_size"), check="positive"),
-             Param("chip_size", "Chip Size", "GPLong", "int", "Training chip size (default: the exported size).",
+             Param("chip_size", "Chip Size", "GPLong", "int", "Training chip size (default: the exported size on a GPU, random 128 px crops on a CPU).",
                    check="positive"),
              Param("val_split", "Validation Fraction", "GPDouble", "float", "Share of the chips for validation.",
                    default=default_of(TrainConfig, "val_split"), check="fraction"),
