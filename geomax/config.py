@@ -378,7 +378,7 @@ class TrainConfig(Config):
     #: Training crop side on a CPU when ``chip_size`` is not given: a 128 px step takes about
     #: a fifth of a 256 px one (0.53 s against 2.9 s, batch 8, 2 cores), so a CPU budget gives
     #: about five times the optimiser steps, and the CPU network's 32 slots cover the segments of
-    #: a 128 px crop of dense scenes (``docs/design.md``, "Training recipe").
+    #: a 128 px crop of dense scenes (``docs/design.md``, "Training chip size chosen from the data and the device").
     CPU_CHIP_SIZE: ClassVar[int] = 128
 
     epochs: int | None = None

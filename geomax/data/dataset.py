@@ -271,12 +271,15 @@ def panoptic_from_target(target: dict, index=None, class_table: ClassTable | Non
     return class_map, instance_map
 
 
-def crop_starts(shape: tuple[int, int], size: int) -> list[tuple[int, int]]:
-    """Top-left corners of the ``size`` crops that tile a chip of ``shape`` (the last ones aligned to its edges)."""
+def crop_starts(shape: tuple[int, int], size: int, stride: int | None = None) -> list[tuple[int, int]]:
+    """Top-left corners of ``size`` crops of a chip of ``shape``, ``stride`` apart (default ``size``: they
+    tile it), the last row and column aligned to its edges."""
+    step = size if stride is None else max(1, int(stride))
+
     def axis(n: int) -> list[int]:
         if n <= size:
             return [0]
-        starts = list(range(0, n - size + 1, size))
+        starts = list(range(0, n - size + 1, step))
         return starts if starts[-1] == n - size else starts + [n - size]
 
     return [(r, c) for r in axis(int(shape[0])) for c in axis(int(shape[1]))]

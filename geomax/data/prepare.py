@@ -22,6 +22,7 @@ from .classes import ClassInfo, ClassTable
 from .dataset import (
     ChipDataset,
     count_segments,
+    crop_starts,
     panoptic_from_target,
     read_chip_image,
     read_chip_labels,
@@ -192,14 +193,8 @@ def source_bands(layouts: Sequence[ExportLayout], n_chip_bands: int, band_indice
 
 def max_window_segments(class_index: np.ndarray, instance: np.ndarray, thing_lut: np.ndarray, size: int) -> int:
     """Most segments in a ``size`` window of a chip, windows at a stride of half ``size`` (the whole chip when smaller)."""
-    h, w = class_index.shape
-    if h <= size and w <= size:
-        return count_segments(class_index, instance, thing_lut)
-    step = max(1, size // 2)
-    rows = sorted(set(list(range(0, max(h - size, 0) + 1, step)) + [max(h - size, 0)]))
-    cols = sorted(set(list(range(0, max(w - size, 0) + 1, step)) + [max(w - size, 0)]))
     return max(count_segments(class_index[r:r + size, c:c + size], instance[r:r + size, c:c + size], thing_lut)
-               for r in rows for c in cols)
+               for r, c in crop_starts(class_index.shape, size, stride=size // 2))
 
 
 def _on_gpu(device) -> bool:
@@ -339,7 +334,7 @@ def prepare_data(
     band_indices = _band_selection(bands, export_names)
     names = [export_names[i] for i in band_indices] if band_indices is not None else list(export_names)
 
-    # One pass over the labels: sizes agree, values known, segment counts for n_masks.
+    # Headers first (sizes agree, the chip size), then the labels (values known, segment counts for n_masks).
     thing_lut = class_table.is_thing_index()
     index_lut = class_table.index_lut()
     min_hw = chip_hw

@@ -74,3 +74,25 @@ def test_chip_dataset_items_match_the_exported_labels(synthetic_export, syntheti
     # no augmentation: the same item twice is the same
     again_image, again_target = ds[0]
     assert torch.equal(image, again_image) and torch.equal(target[GT_MASKS], again_target[GT_MASKS])
+
+
+def test_crop_starts_tile_a_chip_and_align_the_last_crop_to_its_edge():
+    from geomax.data.dataset import crop_starts
+
+    assert crop_starts((256, 256), 128) == [(0, 0), (0, 128), (128, 0), (128, 128)]
+    assert crop_starts((200, 128), 128) == [(0, 0), (72, 0)]
+    assert crop_starts((100, 90), 128) == [(0, 0)]
+    assert crop_starts((256, 128), 128, stride=64) == [(0, 0), (64, 0), (128, 0)]
+
+
+def test_max_window_segments_counts_the_fullest_window_not_the_chip():
+    from geomax.data.prepare import max_window_segments
+
+    cls = np.zeros((256, 256), np.int64)
+    inst = np.zeros((256, 256), np.int32)
+    for k, (r, c) in enumerate([(10, 10), (10, 40), (10, 70), (200, 200)], start=1):  # 3 objects top-left, 1 apart
+        cls[r:r + 8, c:c + 8] = 1
+        inst[r:r + 8, c:c + 8] = k
+    thing = np.array([False, True])
+    assert max_window_segments(cls, inst, thing, 256) == 4
+    assert max_window_segments(cls, inst, thing, 128) == 3
