@@ -16,10 +16,13 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["geomax", "geomax.*"]),
+    package_data={"geomax": ["py.typed"]},
     install_requires=[
         "torch>=2.1",
         "fastai>=2.7",
+        "fastprogress>=1.0",
         "rasterio>=1.3",
+        "affine>=2.3",
         "geopandas>=0.14",
         "pyogrio>=0.7",
         "shapely>=2.0",

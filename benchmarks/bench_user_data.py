@@ -220,6 +220,25 @@ def summarise(rows: list[dict]) -> list[dict]:
     return out
 
 
+RESULTS = Path(__file__).parent / "results" / "bench_user_data.json"
+
+
+def write_results(args, names, work: Path, rows: list[dict], skipped: dict) -> list[dict]:
+    """Write the rows so far and their summary to :data:`RESULTS` (no paths of this machine); the summary."""
+    summary = summarise(rows)
+    RESULTS.parent.mkdir(exist_ok=True)
+    text = json.dumps({"settings": {"minutes": args.minutes, "cells": names, "seeds": "train 100 + i, test 900 + i",
+                                    "neon": args.neon.name if args.neon else None},
+                       "rows": rows, "skipped": skipped, "summary": summary}, indent=2,
+                      default=lambda o: o.item() if hasattr(o, "item") else str(o))
+    for place, alias in ((str(work), "<work>"), (str(args.neon.resolve()) if args.neon else None, "<neon>"),
+                         (str(Path.home()), "~")):
+        if place:
+            text = text.replace(place, alias)
+    RESULTS.write_text(text)
+    return summary
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=15.0, help="training budget of every cell")
@@ -243,7 +262,8 @@ def main() -> None:
         else:
             rows.append(run_situation(name, i, args.minutes, work))
         print(_line(rows[-1]), flush=True)
-    summary = summarise(rows)
+        write_results(args, names, work, rows, skipped)  # after every cell: a long run that stops keeps its rows
+    summary = write_results(args, names, work, rows, skipped)
     print(f"\nsummary (PQ_things against {REFERENCE}; {REAL}: F1):")
     for s in summary:
         if "f1" in s:
@@ -255,18 +275,7 @@ def main() -> None:
         print(f"  {s['situation']:<15} {value:<26} {s['verdict']:<4}  ({s['rule']})")
     for name, why in skipped.items():
         print(f"  {name:<15} {'':<26} SKIP  ({why})")
-    out = Path(__file__).parent / "results" / "bench_user_data.json"
-    out.parent.mkdir(exist_ok=True)
-    text = json.dumps({"settings": {"minutes": args.minutes, "cells": names, "seeds": "train 100 + i, test 900 + i",
-                                    "neon": args.neon.name if args.neon else None},
-                       "rows": rows, "skipped": skipped, "summary": summary}, indent=2,
-                      default=lambda o: o.item() if hasattr(o, "item") else str(o))
-    for place, alias in ((str(work), "<work>"), (str(args.neon.resolve()) if args.neon else None, "<neon>"),
-                         (str(Path.home()), "~")):
-        if place:
-            text = text.replace(place, alias)
-    out.write_text(text)
-    print(f"wrote {out}")
+    print(f"wrote {RESULTS}")
 
 
 if __name__ == "__main__":
