@@ -2,12 +2,15 @@
 
 Public API (arcgis.learn style)::
 
-    from geomax import prepare_data, MaXDeepLab, export_training_data, predict_raster
+    from geomax import prepare_data, MaXDeepLab, export_training_data, predict_raster, load_predictor
+
+``predict_raster`` and ``load_predictor`` (a saved model's predictor: ``.predict(image)``) need no fastai.
 """
 from ._version import __version__
 from .errors import GeomaxError
 
-__all__ = ["__version__", "GeomaxError", "prepare_data", "export_training_data", "MaXDeepLab", "predict_raster"]
+__all__ = ["__version__", "GeomaxError", "prepare_data", "export_training_data", "MaXDeepLab", "predict_raster",
+           "load_predictor"]
 
 # The heavy parts (torch, fastai, rasterio) load on first use, so `import geomax` stays quick.
 _LAZY = {
@@ -15,6 +18,7 @@ _LAZY = {
     "export_training_data": ("geomax.data.export", "export_training_data"),
     "MaXDeepLab": ("geomax.models.learner", "MaXDeepLab"),
     "predict_raster": ("geomax.workflows.predict", "predict_raster"),
+    "load_predictor": ("geomax.workflows.predict", "load_predictor"),
 }
 
 

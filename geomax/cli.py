@@ -7,10 +7,15 @@ functions through :func:`geomax.workflows.tools.run_tool`. ``info`` and ``demo``
 toolbox tools and are declared here; they only parse arguments and call a library
 function. Bad input (a :class:`geomax.errors.GeomaxError` or an argument error) ends
 with one line ``geomax: error: ...`` on stderr and exit code 2, never a traceback.
+
+What is shown is decided here: every subcommand takes ``-q`` / ``--quiet`` (warnings and errors
+only, no progress bar) and ``-v`` / ``--verbose`` (debug messages too); the library's messages go
+through the ``geomax`` logger (:mod:`geomax.log`), the command's own lines through ``geomax.cli``.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import textwrap
 from pathlib import Path
@@ -18,6 +23,7 @@ from typing import Sequence
 
 from ._version import __version__
 from .errors import DataError, GeomaxError
+from .log import LOGGER_NAME, get_logger, set_verbosity, verbosity_level
 from .workflows.tools import (
     TOOLS,
     Param,
@@ -32,6 +38,8 @@ from .workflows.tools import (
 __all__ = ["main", "build_parser", "describe_path"]
 
 EXIT_USER_ERROR = 2
+
+log = get_logger("geomax.cli")
 
 
 class _UsageError(Exception):
@@ -49,6 +57,13 @@ def _formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=34, width=100)
 
 
+def _add_verbosity(parser: argparse.ArgumentParser) -> None:
+    """``-q`` / ``-v`` of every subcommand."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("-q", "--quiet", action="store_true", help="Show warnings and errors only; no progress bar.")
+    group.add_argument("-v", "--verbose", action="store_true", help="Show debug messages too.")
+
+
 def _examples(text: str) -> str:
     return "examples:\n" + textwrap.indent(textwrap.dedent(text).strip("\n"), "  ")
 
@@ -59,9 +74,10 @@ def _add_tool_command(sub, tool: Tool) -> None:
                        description=textwrap.fill(f"{tool.label}: {tool.description}", 100),
                        epilog=_examples(tool.examples))
     add_cli_arguments(p, tool)
+    _add_verbosity(p)
 
     def run(args) -> int:
-        run_tool(tool.name, cli_values(tool, args), log=print, progress=tool.progress and not args.quiet,
+        run_tool(tool.name, cli_values(tool, args), log=log.info, progress=tool.progress and not args.quiet,
                  name_of=lambda param: param.flag)
         return 0
 
@@ -208,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
                            geomax info out/scene_panoptic.tif
                        """))
     p.add_argument("path", help="Model folder / .emd / .dlpk, export folder, or raster.")
+    _add_verbosity(p)
     p.set_defaults(func=_cmd_info)
 
     p = sub.add_parser("demo", help="run the whole workflow on synthetic data and write a report",
@@ -223,6 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                        """))
     for param in _DEMO_PARAMS:
         add_argument(p, param)
+    _add_verbosity(p)
     p.set_defaults(func=_cmd_demo)
     return parser
 
@@ -235,8 +253,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not getattr(args, "command", None):
             parser.print_help()
             return EXIT_USER_ERROR
-        with one_line_warnings("geomax"):
-            return int(args.func(args) or 0)
+        level = logging.getLogger(LOGGER_NAME).level
+        set_verbosity(verbosity_level(args.verbose, args.quiet))
+        try:
+            with one_line_warnings("geomax"):
+                return int(args.func(args) or 0)
+        finally:
+            set_verbosity(level)  # a call from Python leaves the library's level as it was
     except _UsageError as exc:
         print(f"geomax: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ArgumentError
+from .log import get_logger
 from .publish import check_replaceable, publish_folder, scratch_folder
+
+log = get_logger(__name__)
 
 __all__ = ["run_demo", "DEMO_SEED", "DEMO_DEFAULTS", "QUICK_DEFAULTS", "demo_train_config"]
 
@@ -47,14 +50,14 @@ class _Timer:
 
     def __enter__(self):
         if self.verbose:
-            print(f"== {self.name} ...", flush=True)
+            log.info(f"== {self.name} ...")
         self.t0 = time.monotonic()
         return self
 
     def __exit__(self, *exc):
         self.timings[self.name] = time.monotonic() - self.t0
         if self.verbose and exc[0] is None:
-            print(f"   done in {self.timings[self.name]:.1f} s", flush=True)
+            log.info(f"   done in {self.timings[self.name]:.1f} s")
         return False
 
 
@@ -151,13 +154,13 @@ def run_demo(
         from .evaluate import format_metrics
         from .models.callbacks import clock
 
-        print("\n" + format_metrics(result["metrics"]))
-        print(f"\nPQ on the test scene: {100 * result['metrics']['all']['pq']:.1f}   "
-              f"total time {clock(result['timings']['total'])}")
-        print("\nOutputs:")
+        log.info("\n" + format_metrics(result["metrics"]))
+        log.info(f"\nPQ on the test scene: {100 * result['metrics']['all']['pq']:.1f}   "
+                 f"total time {clock(result['timings']['total'])}")
+        log.info("\nOutputs:")
         for key in ("report", "prediction_raster", "prediction_features", "model", "metrics", "chips",
                     "test_raster", "test_labels"):
-            print(f"  {key:<20} {result['paths'][key]}")
+            log.info(f"  {key:<20} {result['paths'][key]}")
     return result
 
 
@@ -216,15 +219,15 @@ def _run_demo(work: Path, out: Path, settings: dict, seed: int, backbone, tile_s
                 left = 30.0
             settings["train_minutes"] = round(left / 60.0, 2)
             if verbose:
-                print(f"   other steps estimated at {reserve:.0f} s: training gets {clock(left)} of the "
-                      f"{settings['total_minutes']:g} min", flush=True)
+                log.info(f"   other steps estimated at {reserve:.0f} s: training gets {clock(left)} of the "
+                         f"{settings['total_minutes']:g} min")
         else:
             valid_estimate = 0.0
         train_config = demo_train_config(settings["train_minutes"])
         if verbose:
-            print(f"   {model!r}\n   {n_train} training chips, {n_valid} validation chips, "
-                  f"training for {settings['train_minutes']:g} min", flush=True)
-        fit_model(model, train_config, valid_estimate=valid_estimate, log=print if verbose else _silent)
+            log.info(f"   {model!r}\n   {n_train} training chips, {n_valid} validation chips, "
+                     f"training for {settings['train_minutes']:g} min")
+        fit_model(model, train_config, valid_estimate=valid_estimate, log=log.info if verbose else _silent)
         budget = model.last_budget
     with _Timer(timings, "save model", verbose):
         model.save(paths["model"])

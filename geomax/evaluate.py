@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from .data.classes import ClassTable
+from .data.sources import open_raster, raster_source
 from .errors import ArgumentError, DataError, InputMismatchError
 
 __all__ = ["evaluate_raster", "load_class_table", "class_table_from_tags", "format_metrics", "VECTOR_SUFFIXES",
@@ -95,8 +96,8 @@ def load_class_table(source) -> ClassTable:
     return ClassTable.from_emd(emd, source=str(path))
 
 
-def _is_vector(path: Path) -> bool:
-    return path.suffix.lower() in VECTOR_SUFFIXES
+def _is_vector(path) -> bool:
+    return os.path.splitext(str(path).split("?", 1)[0])[1].lower() in VECTOR_SUFFIXES
 
 
 def _pick_class_field(gdf, class_field: str | None, source: Path) -> str:
@@ -114,17 +115,9 @@ def _pick_class_field(gdf, class_field: str | None, source: Path) -> str:
 
 
 # --------------------------------------------------------------------------- reading helpers
-def _open_raster(path: Path, what: str):
-    import rasterio
-
-    if not path.exists():
-        raise DataError(f"The {what} '{path}' does not exist. Check the path (relative paths start from the "
-                        "current folder).")
-    try:
-        return rasterio.open(path)
-    except rasterio.errors.RasterioIOError as exc:
-        raise DataError(f"Cannot read the {what} '{path}' ({exc}). Is it a valid raster? Check that it is a raster "
-                        "GDAL reads (GeoTIFF, ...), not cut short; re-export or re-download it.") from exc
+def _open_raster(path, what: str):
+    """Open a raster (a local path or any name GDAL opens): :func:`geomax.data.sources.open_raster`."""
+    return open_raster(path, what)
 
 
 def _same_grid(a, b) -> bool:
@@ -171,7 +164,9 @@ def evaluate_raster(
     ----------
     prediction:
         Panoptic GeoTIFF written by :func:`geomax.predict_raster`: band 1 class
-        Value (0 = void), band 2 instance id.
+        Value (0 = void), band 2 instance id. Every raster argument is a local path or any
+        name GDAL opens (``https://`` / ``s3://`` URL, ``/vsizip/...``:
+        :func:`geomax.data.sources.raster_source`).
     reference:
         Reference labels: a vector file (or a GeoDataFrame) with a class field, or a
         raster on the prediction's grid (band 1 class Value, optional band 2 instance id).
@@ -221,7 +216,6 @@ def evaluate_raster(
     if int(window_size) < 16:
         raise ArgumentError(f"window_size={window_size} is too small; use at least 256 pixels.")
     window_size = int(window_size)
-    prediction = Path(prediction)
     if class_table is not None:
         class_table = load_class_table(class_table)  # fail on a bad class source before opening anything
 
@@ -243,10 +237,10 @@ def evaluate_raster(
         vector_field = ""
         if not isinstance(reference, (str, os.PathLike)):
             gdf = reference  # a GeoDataFrame
-            ref_path = Path("<GeoDataFrame>")
+            ref_path: Any = Path("<GeoDataFrame>")
         else:
-            ref_path = Path(reference)
-            if not ref_path.exists():
+            ref_path = raster_source(reference)  # a local path, or a name GDAL (and pyogrio) open
+            if isinstance(ref_path, Path) and not ref_path.exists():
                 raise DataError(f"The reference labels '{ref_path}' do not exist. Check the path (relative paths "
                                 "start from the current folder).")
         if gdf is not None or _is_vector(ref_path):
@@ -265,14 +259,14 @@ def evaluate_raster(
                     f"prediction's grid ({pred_src.width}x{pred_src.height}, {pred_src.crs}). Resample it onto the "
                     "prediction's grid, or give the labels as vectors.")
             if reference_instances is not None:
-                inst_src = _open_raster(Path(reference_instances), "reference instance raster")
+                inst_src = _open_raster(reference_instances, "reference instance raster")
                 stack.append(inst_src)
                 if not _same_grid(pred_src, inst_src):
                     raise InputMismatchError(f"The reference instance raster '{reference_instances}' is not on the "
                                              "prediction's grid. Resample it onto the prediction's grid (same size, "
                                              "transform and CRS as the reference raster).")
         if valid_raster is not None:
-            valid_src = _open_raster(Path(valid_raster), "valid-pixel raster")
+            valid_src = _open_raster(valid_raster, "valid-pixel raster")
             stack.append(valid_src)
             if not _same_grid(pred_src, valid_src):
                 raise InputMismatchError(f"'{valid_raster}' is not on the prediction's grid; give the input image "
@@ -369,9 +363,11 @@ def _read_reference_vector(gdf, path: Path, pred_src):
     return gdf
 
 
-def _class_table_near(prediction: Path) -> ClassTable:
-    """The class table of a model folder next to the prediction (as ``geomax demo`` lays it out)."""
-    for folder in (prediction.parent, prediction.parent / "model"):
+def _class_table_near(prediction) -> ClassTable:
+    """The class table of a model folder next to a local prediction (as ``geomax demo`` lays it out)."""
+    path = raster_source(prediction)
+    folders = (path.parent, path.parent / "model") if isinstance(path, Path) else ()
+    for folder in folders:
         if folder.is_dir() and any(folder.glob("*.emd")):
             return load_class_table(folder)
     raise ArgumentError(f"Which classes does '{prediction}' use? Pass class_table= a model folder, .emd / .dlpk, "

@@ -26,8 +26,11 @@ from pathlib import Path
 from typing import Sequence
 
 from .config import TrainConfig, default_of
+from .log import get_logger
 
 __all__ = ["train_ddp", "main"]
+
+log = get_logger(__name__)
 
 
 def train_ddp(data_path: str | Path, out_model: str | Path, backbone: str | None = None,
@@ -78,13 +81,13 @@ def train_ddp(data_path: str | Path, out_model: str | Path, backbone: str | None
     digests = digests_of_all_processes(model.model)
     if is_main_process():
         state = "identical" if len(set(digests)) == 1 else "DIFFERENT"
-        print(f"weights on {len(digests)} process(es): {state}", flush=True)
+        log.info(f"weights on {len(digests)} process(es): {state}")
     me = dist.get_rank() if dist.is_initialized() else 0
-    print(f"rank {me} weights sha256 {digests[me]} after {model.learn.train_iter} training steps", flush=True)
+    log.info(f"rank {me} weights sha256 {digests[me]} after {model.learn.train_iter} training steps")
     folder = None
     if is_main_process():
         folder = model.save(Path(out_model).resolve(), compute_metrics=compute_metrics)
-        print(f"model saved to {folder}", flush=True)
+        log.info(f"model saved to {folder}")
     if world_size() > 1 and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()

@@ -35,6 +35,7 @@ from .image_io import needs_band_masks, read_valid_pixels
 from .labels import clean_label_geometries
 from .normalize import BandStats, RunningBandStats
 from .rasterize import feature_class_values, rasterize_labels
+from .sources import local_path, open_raster
 
 __all__ = ["export_training_data", "ExportInfo", "resolve_background", "BACKGROUND_NAME", "BACKGROUND_RULES"]
 
@@ -225,7 +226,9 @@ def export_training_data(
     Parameters
     ----------
     in_raster:
-        Georeferenced raster (any band count and dtype GDAL reads).
+        Georeferenced raster (any band count and dtype GDAL reads): a local path or any name
+        GDAL opens (``https://`` / ``s3://`` URLs, ``/vsizip/...``, subdataset strings; see
+        :func:`geomax.data.sources.raster_source`), read by windows.
     in_labels:
         Label polygons: a path to any vector format geopandas reads, or a GeoDataFrame.
         Reprojected to the raster's CRS when they differ.
@@ -281,12 +284,10 @@ def export_training_data(
         ``out_folder`` is not empty and ``overwrite`` is False.
     """
     import geopandas as gpd
-    import rasterio
     import shapely
-    from rasterio.errors import RasterioIOError
 
     t_start = time.perf_counter()
-    in_raster, out_folder = Path(in_raster), Path(out_folder)
+    out_folder = Path(out_folder)
     chip_format = str(chip_format).lower().lstrip(".")
     if chip_format in ("tiff", "gtiff"):
         chip_format = "tif"
@@ -303,20 +304,13 @@ def export_training_data(
             raise ArgumentError(f"{name}={v} must be between 0 and 1.")
 
     # ---- the output folder (paths only: checked before the inputs are read) ----------
-    check_outputs_apart({"input raster": in_raster, "label layer": _local_path(in_labels)},
+    check_outputs_apart({"input raster": local_path(in_raster), "label layer": _local_path(in_labels)},
                         {"export folder": out_folder})
     check_replaceable(out_folder, overwrite, "export", "export folder")
     _refuse_models_inside(out_folder)
 
     # ---- the raster ------------------------------------------------------
-    if not in_raster.exists():
-        raise DataError(f"Raster {in_raster} does not exist. Check the path.")
-    try:
-        src = rasterio.open(in_raster)
-    except (RasterioIOError, OSError) as exc:
-        raise DataError(f"Raster {in_raster} cannot be read ({exc}). It may be corrupt or not a raster. Check "
-                        "that it is a raster GDAL reads (GeoTIFF, ...), not cut short; re-export or re-download it."
-                        ) from exc
+    src = open_raster(in_raster, "raster")  # a missing or corrupt file, a URL GDAL cannot open: DataError
     with src:
         if src.crs is None:
             raise DataError(f"Raster {in_raster} has no coordinate reference system. Define its projection first.")

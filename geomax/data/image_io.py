@@ -8,8 +8,8 @@ or is masked by the raster's mask (alpha band, internal or external mask).
 """
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -17,6 +17,7 @@ import numpy as np
 from ..errors import ArgumentError, DataError, InputMismatchError
 from .input_rules import band_labels, check_image_values, names_give_order, select_bands
 from .normalize import BandStats
+from .sources import open_raster
 
 __all__ = ["read_image", "valid_pixels", "read_valid_pixels", "needs_band_masks"]
 
@@ -104,8 +105,10 @@ def read_image(image, band_names: Sequence[str], extract_bands: Sequence[int], *
     Parameters
     ----------
     image:
-        A path readable by rasterio, or an array (bands, H, W) or (H, W, bands) of raw
-        pixel values (a 2-D array for a one-band model).
+        A local path or any name GDAL opens (a URL such as ``https://...`` or ``s3://...``,
+        ``/vsizip/...``, a subdataset string: :func:`geomax.data.sources.raster_source`); or
+        an array (bands, H, W) or (H, W, bands) of raw pixel values (a 2-D array for a
+        one-band model).
     band_names:
         The model's bands, in order.
     extract_bands:
@@ -123,14 +126,14 @@ def read_image(image, band_names: Sequence[str], extract_bands: Sequence[int], *
     Raises
     ------
     DataError
-        The file is missing or not a raster.
+        The file is missing or not a raster, or GDAL cannot open the dataset name.
     InputMismatchError
         The image's bands do not match the model's (count, or named bands in another order).
     ArgumentError
         ``bands`` is given for an array, or names a band the file does not have.
     """
-    if isinstance(image, (str, Path)):
-        read = _read_file(Path(image), band_names, extract_bands, bands)
+    if isinstance(image, (str, os.PathLike)):
+        read = _read_file(image, band_names, extract_bands, bands)
     else:
         if bands is not None:
             raise ArgumentError("bands= selects bands of a file; for an array, index it in the model's band order "
@@ -155,23 +158,21 @@ class _ImageRead:
     fix: Callable[[list[int]], str]
 
 
-def _read_file(path: Path, band_names: Sequence[str], extract_bands: Sequence[int],
+def _read_file(path, band_names: Sequence[str], extract_bands: Sequence[int],
                bands: Sequence[int] | None) -> _ImageRead:
-    """The selected bands of a file (:func:`~geomax.data.input_rules.select_bands`) and their validity."""
+    """The selected bands of a raster (:func:`~geomax.data.input_rules.select_bands`) and their validity."""
     import rasterio
 
-    if not path.exists():
-        raise DataError(f"Image '{path}' does not exist. Check the path (relative paths start from the current "
-                        "folder).")
-    try:
-        with rasterio.open(path) as src:
+    with open_raster(path, "image") as src:  # a missing file, a URL GDAL cannot open: DataError
+        try:
             descriptions = list(src.descriptions)
             chosen = select_bands(descriptions, src.count, bands, len(band_names), band_names, path,
                                   default_bands=[int(b) + 1 for b in extract_bands])
             array = src.read(chosen)
             valid = read_valid_pixels(src, chosen, array)
-    except rasterio.errors.RasterioIOError as exc:
-        raise DataError(f"Cannot read image '{path}' ({exc}). Is it a valid raster?") from exc
+        except rasterio.errors.RasterioIOError as exc:
+            raise DataError(f"Cannot read image '{path}' ({exc}). Is it a valid raster? Check that it is not cut "
+                            "short; re-export or re-download it.") from exc
     return _ImageRead(array, valid, f"'{path}'", band_labels(descriptions, chosen), names_give_order(descriptions, band_names),
                       lambda order: f"pass bands={[chosen[i] for i in order]} (1-based bands of the file, "
                                     "in the model's order)")

@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..config import TilingConfig
+from ..data.sources import check_raster, raster_source, raster_stem
 from ..errors import ArgumentError, DataError
 from .job import RASTER_EXTS, RasterJob, RasterPrediction
 from .predictor import TilePredictor, check_predictor
@@ -54,35 +55,46 @@ from .worker import CachedFactory, cached_predictor, model_loads, predict_block
 __all__ = ["predict_raster_distributed", "BlockResult", "predict_block", "cached_predictor", "model_loads",
            "list_rasters", "local_cluster"]
 
-def list_rasters(in_rasters) -> list[Path]:
-    """The input rasters of a job: one path, a list of paths, or a folder (its ``*.tif`` / ``*.tiff``).
+def list_rasters(in_rasters) -> list[str | Path]:
+    """The input rasters of a job: one raster, a list of rasters, or a folder (its ``*.tif`` / ``*.tiff``).
+
+    A raster is a local path or any name GDAL opens (a URL, a ``/vsi...`` or subdataset
+    name: :func:`geomax.data.sources.raster_source`); each is returned in the form
+    ``rasterio.open`` takes.
 
     Raises
     ------
     DataError
-        A path does not exist, or a folder holds no GeoTIFF.
+        A local path does not exist, a GDAL dataset name cannot be opened, or a folder holds
+        no GeoTIFF.
+    ArgumentError
+        An empty list, or a URL of a scheme GDAL does not read.
     """
     if isinstance(in_rasters, (str, os.PathLike)):
-        path = Path(in_rasters)
-        if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.suffix.lower() in RASTER_EXTS and p.is_file())
+        source = raster_source(in_rasters)
+        if isinstance(source, Path) and source.is_dir():
+            found = sorted(p for p in source.iterdir() if p.suffix.lower() in RASTER_EXTS and p.is_file())
             if not found:
-                raise DataError(f"The folder '{path}' holds no GeoTIFF (.tif / .tiff) to predict. Check the folder, "
+                raise DataError(f"The folder '{source}' holds no GeoTIFF (.tif / .tiff) to predict. Check the folder, "
                                 "or pass the rasters as a list of paths.")
-            return found
-        paths = [path]
+            return list(found)
+        given = [in_rasters]
     else:
-        paths = [Path(p) for p in in_rasters]
-        if not paths:
+        given = list(in_rasters)
+        if not given:
             raise ArgumentError("in_rasters is an empty list; give at least one raster.")
-    missing = [str(p) for p in paths if not p.exists()]
+    sources = [raster_source(p) for p in given]
+    missing = [str(p) for p, s in zip(given, sources) if isinstance(s, Path) and not s.exists()]
     if missing:
         raise DataError(f"Input raster(s) {missing} do not exist. Check the paths (relative paths start from the "
                         "current folder).")
-    return paths
+    for p, s in zip(given, sources):
+        if isinstance(s, str):
+            check_raster(p, "input raster")  # workers read it too: a dataset name must open here first
+    return sources
 
 
-def _outputs(rasters: list[Path], out_rasters, out_features) -> list[tuple[Path, Path | None]]:
+def _outputs(rasters: list[str | Path], out_rasters, out_features) -> list[tuple[Path, Path | None]]:
     single = len(rasters) == 1 and isinstance(out_rasters, (str, os.PathLike)) \
         and Path(out_rasters).suffix.lower() in RASTER_EXTS
     if single:
@@ -92,7 +104,7 @@ def _outputs(rasters: list[Path], out_rasters, out_features) -> list[tuple[Path,
         if folder.suffix.lower() in RASTER_EXTS:
             raise ArgumentError(f"{len(rasters)} input rasters need an output folder, not the file '{folder}'. "
                                 "Pass a folder path (without .tif) or a list of output rasters.")
-        outs = [folder / f"{p.stem}_panoptic.tif" for p in rasters]
+        outs = [folder / f"{raster_stem(p)}_panoptic.tif" for p in rasters]  # a URL: its last segment
     else:
         outs = [Path(p) for p in out_rasters]
         if len(outs) != len(rasters):
@@ -315,7 +327,7 @@ def _run(client, runs: list[_RasterRun], source, class_table, tiling: TilingConf
         while queue and futures.count() < max_in_flight:
             j, block = queue.pop()
             job = runs[j].job
-            fut = client.submit(predict_block, source, str(job.in_raster.resolve()), job.bands, runs[j].blocks,
+            fut = client.submit(predict_block, source, job.in_raster_name, job.bands, runs[j].blocks,
                                 block, tiling, predict_options, key=f"geomax-block-{uuid.uuid4().hex}",
                                 resources=resources, pure=False)
             run_of[fut.key] = j

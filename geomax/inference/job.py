@@ -2,15 +2,19 @@
 
 A :class:`RasterJob` owns one input raster and its outputs, for local
 (:func:`~geomax.inference.predict_raster.predict_raster`) and distributed
-(:func:`~geomax.inference.distributed.predict_raster_distributed`) inference alike:
+(:func:`~geomax.inference.distributed.predict_raster_distributed`) inference alike.
+The input is any raster GDAL opens -- a local file, a URL (``https://``, ``s3://``...),
+a ``/vsi...`` or subdataset name (:func:`geomax.data.sources.raster_source`) -- or, for
+one mosaic, a folder of rasters or a list of them (:class:`geomax.data.mosaic.Mosaic`):
 
 1. ``RasterJob(...)`` checks the output names: GeoTIFF raster, known vector
-   extension, the raster is not the input, the features are not the raster, and no
-   output exists unless ``overwrite``;
+   extension, the raster is not the input (nor inside the input folder), the features
+   are not the raster, and no output exists unless ``overwrite``;
 2. :meth:`~RasterJob.prepare` reads the input's header: a missing or unreadable input,
    the band selection and order (:func:`check_bands`), writable output folders, a
-   warning when there is no CRS; it lays out the tile grid. Nothing is written before
-   it returns;
+   warning when there is no CRS; it lays out the tile grid. No output is written before
+   it returns; a mosaic's VRT goes to a hidden scratch folder beside the output raster
+   (removed again when ``prepare`` fails), later the job's scratch folder;
 3. :meth:`~RasterJob.open` creates a scratch folder next to the output raster and two
    scratch GeoTIFFs (provisional ids, confidence) that :meth:`~RasterJob.write_core`
    fills with stitched cores;
@@ -33,13 +37,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import rasterio
-from rasterio.errors import RasterioIOError
 from rasterio.windows import Window
 
 from ..config import TilingConfig
 from ..data.classes import ClassTable
 from ..data.input_rules import InputSample, band_labels, check_sample, names_give_order, select_bands
-from ..errors import ArgumentError, DataError
+from ..data.mosaic import Mosaic, mosaic_inputs
+from ..data.sources import check_raster, local_path, open_raster, raster_source
+from ..errors import ArgumentError
 from ..publish import check_outputs_apart, check_replaceable, publish_files, scratch_folder
 from .predictor import TilePredictor
 from .stitching import TileStitcher
@@ -115,7 +120,7 @@ def check_bands(src, bands: Sequence[int] | None, predictor: TilePredictor, in_r
                         in_raster, default_bands=None if source is None else [int(b) + 1 for b in source])
 
 
-def _fit_to_raster(tiling: TilingConfig, height: int, width: int, multiple: int, in_raster: Path) -> TilingConfig:
+def _fit_to_raster(tiling: TilingConfig, height: int, width: int, multiple: int, in_raster: str) -> TilingConfig:
     """A tile over twice the raster's size is cut down to the raster (rounded up to ``multiple``), with a warning.
 
     Without this a mistyped tile size (``100000``) would allocate tiles of that size.
@@ -125,7 +130,7 @@ def _fit_to_raster(tiling: TilingConfig, height: int, width: int, multiple: int,
     if tiling.tile_size <= 2 * side:
         return tiling
     warnings.warn(f"tile_size={tiling.tile_size} is larger than '{in_raster}' ({width} x {height} px): predicting it "
-                  f"as one tile of {side} px.", UserWarning, stacklevel=4)
+                  f"as one tile of {side} px.", UserWarning, stacklevel=5)
     return tiling.replace(tile_size=side, overlap=min(tiling.overlap, side // 2))
 
 
@@ -176,15 +181,20 @@ class _Scratch:
 
 
 class RasterJob:
-    """Inference of one input raster into a panoptic GeoTIFF and optional features.
+    """Inference of one input raster (or one mosaic of rasters) into a panoptic GeoTIFF and optional features.
 
-    The constructor checks the output names (no file is read or written);
+    The constructor checks the output names (no raster is read or written);
     :meth:`prepare` checks the input and sets :attr:`bands`, :attr:`grid` and :attr:`tiling`.
 
     Parameters
     ----------
     in_raster:
-        The input raster.
+        The input raster: a local path or any name GDAL opens (a URL such as
+        ``https://...`` or ``s3://...``, ``/vsizip/...``, a subdataset string; see
+        :func:`geomax.data.sources.raster_source`). Or a folder of rasters (its ``.tif`` /
+        ``.tiff``) or a list of rasters, predicted as one mosaic through a VRT
+        (:class:`geomax.data.mosaic.Mosaic`: one CRS, band count, data type and pixel
+        grid), so objects crossing file borders are merged like those crossing tiles.
     out_raster:
         The output GeoTIFF (``.tif`` / ``.tiff``).
     out_features:
@@ -195,11 +205,18 @@ class RasterJob:
     Raises
     ------
     ArgumentError
-        A wrong output extension, an output that is the input, or features that are the raster.
+        A wrong output extension, an output that is the input (or inside the input
+        folder), features that are the raster, an empty list of rasters or a URL scheme
+        GDAL does not read.
+    DataError
+        A folder without GeoTIFF.
     OutputExistsError
         An output exists and ``overwrite`` is False.
     """
 
+    #: What ``rasterio.open`` reads: a local path or a GDAL dataset name (a mosaic's VRT, set by
+    #: :meth:`prepare`).
+    in_raster: str | Path
     #: 1-based bands to read, in the predictor's order (set by :meth:`prepare`).
     bands: list[int]
     #: The raster's tile grid (set by :meth:`prepare`).
@@ -207,18 +224,38 @@ class RasterJob:
     #: The resolved tiling settings (set by :meth:`prepare`).
     tiling: TilingConfig
 
-    def __init__(self, in_raster: str | os.PathLike, out_raster: str | os.PathLike,
+    def __init__(self, in_raster, out_raster: str | os.PathLike,
                  out_features: str | os.PathLike | None = None, *, overwrite: bool = False):
         self.t_start = time.perf_counter()
-        self.in_raster, self.out_raster = Path(in_raster), Path(out_raster)
+        self.out_raster = Path(out_raster)
         self.out_features = Path(out_features) if out_features is not None else None
         self.overwrite = bool(overwrite)
+        parts = mosaic_inputs(in_raster)
+        if parts is not None and len(parts) == 1:
+            in_raster, parts = parts[0], None  # a folder or list of one raster is that raster
+        #: The rasters of a mosaic (``None`` for one raster).
+        self.mosaic_parts: list[str | Path] | None = parts
+        self._given = in_raster
+        self._mosaic_work: Path | None = None  # the scratch folder holding the mosaic's VRT
+        if parts is None:
+            self.in_raster = raster_source(in_raster)
+            #: The input as messages name it (as given; for a mosaic, its folder or its rasters).
+            self.in_label = str(self.in_raster) if isinstance(self.in_raster, Path) else str(in_raster)
+            inputs = {"input raster": local_path(self.in_raster)}
+        else:
+            if isinstance(in_raster, (str, os.PathLike)):
+                self.in_label = f"the mosaic of {len(parts)} rasters in '{in_raster}'"
+                inputs = {"input folder": Path(in_raster)}
+            else:
+                shown = ", ".join(f"'{p}'" for p in parts[:3]) + (", ..." if len(parts) > 3 else "")
+                self.in_label = f"the mosaic of {len(parts)} rasters ({shown})"
+                inputs = {f"input raster {i}": local_path(p) for i, p in enumerate(parts, start=1)}
         if self.out_raster.suffix.lower() not in RASTER_EXTS:
             raise ArgumentError(f"out_raster '{self.out_raster}' must be a GeoTIFF (.tif).")
         if self.out_features is not None and self.out_features.suffix.lower() not in VECTOR_DRIVERS:
             raise ArgumentError(f"out_features '{self.out_features}': unknown extension '{self.out_features.suffix}'. "
                                 f"Use one of {sorted(VECTOR_DRIVERS)} (.gpkg recommended).")
-        check_outputs_apart({"input raster": self.in_raster}, dict((what, path) for path, what in self._outputs()))
+        check_outputs_apart(inputs, dict((what, path) for path, what in self._outputs()))
         if self.out_features is not None:
             check_outputs_apart({"output raster": self.out_raster}, {"output features": self.out_features})
         for path, what in self._outputs():
@@ -232,6 +269,28 @@ class RasterJob:
         if self.out_features is not None:
             outputs.append((self.out_features, "output features"))
         return outputs
+
+    @property
+    def in_raster_name(self) -> str:
+        """The input as another process opens it: an absolute path, or the GDAL dataset name."""
+        return str(self.in_raster.resolve()) if isinstance(self.in_raster, Path) else self.in_raster
+
+    def check_input(self) -> None:
+        """Check, reading headers only, that the input can be read; nothing is written.
+
+        One raster: a local file exists, a GDAL dataset name opens
+        (:func:`geomax.data.sources.check_raster`). A mosaic: every raster opens and they fit
+        together (:meth:`geomax.data.mosaic.Mosaic.of`). :meth:`prepare` checks the same.
+
+        Raises
+        ------
+        DataError
+            The input is missing or cannot be opened, or the mosaic's rasters do not fit together.
+        """
+        if self.mosaic_parts is not None:
+            Mosaic.of(self.mosaic_parts)
+        else:
+            check_raster(self._given, "input raster")
 
     def prepare(self, predictor: TilePredictor, tiling: TilingConfig, bands: Sequence[int] | None = None) -> None:
         """Check the input against the predictor and lay out the tile grid.
@@ -248,30 +307,48 @@ class RasterJob:
         Raises
         ------
         DataError
-            The input is missing or unreadable.
+            The input is missing or unreadable; the rasters of a mosaic do not fit together.
         ArgumentError, InputMismatchError
             See :func:`check_bands`; an output folder is not writable.
         """
         if tiling.tile_size is None or tiling.overlap is None:
             raise ValueError("RasterJob.prepare needs a resolved TilingConfig (TilingConfig.resolve).")
-        if not self.in_raster.exists():
-            raise DataError(f"Input raster '{self.in_raster}' does not exist. Check the path (relative paths start "
-                            "from the current folder).")
+        if self.mosaic_parts is not None and self._mosaic_work is None:
+            self._write_mosaic()
         try:
-            src = rasterio.open(self.in_raster)
-        except RasterioIOError as exc:
-            raise DataError(f"Cannot read the input raster '{self.in_raster}' (corrupt or not a raster): {exc}. Check "
-                            "that it is a raster GDAL reads (GeoTIFF, ...), not cut short; re-export or re-download "
-                            "it.") from exc
-        with src:
-            self.bands = check_bands(src, bands, predictor, self.in_raster)
+            self._prepare(predictor, tiling, bands)
+        except BaseException:
+            self._remove_mosaic()
+            raise
+
+    def _write_mosaic(self) -> None:
+        """Check the mosaic's rasters, then write their VRT to a scratch folder beside the output raster."""
+        assert self.mosaic_parts is not None
+        mosaic = Mosaic.of(self.mosaic_parts)  # reads headers only: every error comes before anything is written
+        for path, what in self._outputs():
+            _check_writable(path, what)
+        self._mosaic_work = scratch_folder(self.out_raster)
+        try:
+            self.in_raster = mosaic.write_vrt(self._mosaic_work / f"{self.out_raster.stem}_mosaic.vrt")
+        except OSError as exc:
+            self._remove_mosaic()
+            raise ArgumentError(f"Cannot write the mosaic's VRT beside '{self.out_raster}': {exc.strerror or exc}. "
+                                "Choose a writable output folder.") from exc
+
+    def _remove_mosaic(self) -> None:
+        if self._mosaic_work is not None:
+            shutil.rmtree(self._mosaic_work, ignore_errors=True)
+            self._mosaic_work = None
+
+    def _prepare(self, predictor: TilePredictor, tiling: TilingConfig, bands: Sequence[int] | None) -> None:
+        with open_raster(self.in_raster if self.mosaic_parts is not None else self._given, "input raster") as src:
+            self.bands = check_bands(src, bands, predictor, self.in_label)
             for path, what in self._outputs():
                 _check_writable(path, what)
             if src.crs is None:
-                warnings.warn(f"'{self.in_raster}' has no CRS: the outputs will have none either, and areas are in "
-                              "pixel-grid units.", UserWarning, stacklevel=3)
-            tiling = _fit_to_raster(tiling, src.height, src.width, int(predictor.tile_multiple),
-                                    self.in_raster)
+                warnings.warn(f"'{self.in_label}' has no CRS: the outputs will have none either, and areas are in "
+                              "pixel-grid units.", UserWarning, stacklevel=4)
+            tiling = _fit_to_raster(tiling, src.height, src.width, int(predictor.tile_multiple), self.in_label)
             assert tiling.tile_size is not None and tiling.overlap is not None  # resolved, checked above
             self.grid = TileGrid(src.height, src.width, tiling.tile_size, tiling.overlap)
             if predictor.band_stats is not None:
@@ -294,14 +371,15 @@ class RasterJob:
             data, valid = reader.read(Window(c0, r0, side, side))
             sample.update(data, valid)
         descs = list(src.descriptions)
-        check_sample(sample, predictor.band_stats, f"'{self.in_raster}'", band_labels(descs, self.bands),
+        check_sample(sample, predictor.band_stats, f"'{self.in_label}'", band_labels(descs, self.bands),
                      order_known=names_give_order(descs, predictor.band_names),
-                     fix=lambda order: f"pass bands={[self.bands[i] for i in order]}", stacklevel=5)
+                     fix=lambda order: f"pass bands={[self.bands[i] for i in order]}", stacklevel=6)
 
     def open(self) -> None:
         """Create the scratch folders beside the outputs, the partial names and the scratch writers."""
         out_r, out_f = self.out_raster, self.out_features
-        work = scratch_folder(out_r)
+        # a mosaic's scratch folder (its VRT) becomes the job's: removed with it
+        work = self._mosaic_work if self._mosaic_work is not None else scratch_folder(out_r)
         features_work = None
         if out_f is not None:
             features_work = work if out_f.parent.resolve() == out_r.parent.resolve() else scratch_folder(out_f)
@@ -313,6 +391,7 @@ class RasterJob:
                            (features_work / "out" / out_f.name) if features_work is not None and out_f else None,
                            features_work if features_work is not work else None)
         self._scratch = scratch
+        self._mosaic_work = None  # removed with the scratch from now on
         with rasterio.open(self.in_raster) as src:
             scratch.ids = rasterio.open(scratch.work / "ids.tif", "w", **scratch_profile(src, "uint32"))
             scratch.conf = rasterio.open(scratch.work / "conf.tif", "w", **scratch_profile(src, "uint8"))
@@ -355,9 +434,9 @@ class RasterJob:
         scratch.remove()
         self._scratch = None
         if not self._any_class:
-            warnings.warn(f"The prediction of '{self.in_raster}' is void everywhere: the model found none of its classes "
-                          "there. If the model's validation PQ was low, train it longer; otherwise lower the class "
-                          "threshold (--class-threshold 0.5) or check that the raster is like the training data "
+            warnings.warn(f"The prediction of '{self.in_label}' is void everywhere: the model found none of its "
+                          "classes there. If the model's validation PQ was low, train it longer; otherwise lower the "
+                          "class threshold (--class-threshold 0.5) or check that the raster is like the training data "
                           "(bands, resolution, value range).", UserWarning, stacklevel=3)
         self.timings["total"] = time.perf_counter() - self.t_start
         return RasterPrediction(self.out_raster, self.out_features, len(self.grid), n_instances, n_features,
@@ -427,3 +506,4 @@ class RasterJob:
         if self._scratch is not None:
             self._scratch.remove()
             self._scratch = None
+        self._remove_mosaic()

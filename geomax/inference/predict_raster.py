@@ -37,7 +37,7 @@ __all__ = ["predict_raster", "RasterPrediction"]
 
 def predict_raster(
     predictor: TilePredictor,
-    in_raster: str | os.PathLike,
+    in_raster: str | os.PathLike | Sequence[str | os.PathLike],
     out_raster: str | os.PathLike,
     out_features: str | os.PathLike | None = None,
     *,
@@ -60,8 +60,17 @@ def predict_raster(
         A loaded per-tile predictor (:class:`~geomax.inference.predictor.TilePredictor`).
         A model path is refused: :func:`geomax.workflows.predict_raster` loads one.
     in_raster:
-        Input raster (any format rasterio reads). A pixel that is NaN, equal to the no-data
-        value or masked by the raster's mask in any band read is no data (void in the output).
+        Input raster: a local file in any format GDAL reads, or a name GDAL opens -- a URL
+        (``https://``, ``s3://``, ``gs://``, ``az://``: read by windows with HTTP range
+        requests, never downloaded whole), a ``/vsi...`` name (``/vsizip/``...), a subdataset
+        string (``NETCDF:"f.nc":var``) -- see :func:`geomax.data.sources.raster_source`. Or a
+        folder of rasters (its ``.tif`` / ``.tiff``) or a list of rasters, predicted as one
+        mosaic through a VRT (:class:`geomax.data.mosaic.Mosaic`; they must share CRS, band
+        count, data type, no-data value and pixel grid), so objects crossing file borders are
+        merged like those crossing tile borders; the VRT lives in the job's scratch folder
+        beside ``out_raster``, never in the input folder. A pixel that is NaN, equal to the
+        no-data value or masked by the raster's mask in any band read is no data (void in the
+        output).
     out_raster:
         Output GeoTIFF (``.tif``), written as a cloud-optimised GeoTIFF: band 1 class
         Value (colour table in the ``.tif.aux.xml`` sidecar), band 2 instance id (unique across the raster, 0 for stuff
@@ -147,7 +156,7 @@ def predict_raster(
         job.discard()
         if isinstance(exc, GeomaxError):
             raise
-        raise OutputError(f"Writing the prediction of '{job.in_raster}' failed ({exc.strerror or exc}): the disk may "
+        raise OutputError(f"Writing the prediction of '{job.in_label}' failed ({exc.strerror or exc}): the disk may "
                           f"be full or '{job.out_raster.parent}' not writable. Free some space or choose another "
                           "output folder; earlier outputs there are unchanged.") from exc
     except BaseException:

@@ -5,14 +5,20 @@ in *pixel* coordinates (integers, so pieces of one object meet exactly at block
 borders) and only the polygons are kept, never pixel arrays:
 
 * a thing instance gives one feature: the union of its pieces from every block
-  (Polygon or MultiPolygon, holes kept);
+  (holes kept);
 * stuff gives one feature per connected region of one class: pieces that touch
   across a block border (4-connected, same class) are joined with a union-find,
   then dissolved. Stuff features have ``instance_id`` 0.
 
-Fields: ``instance_id``, ``class_value``, ``class_name``, ``is_thing``,
-``confidence`` (mean of the confidence band over the feature's pixels, 0-100),
-``area`` (pixel count x pixel area, in CRS units).
+Every geometry is a MultiPolygon (a one-part object is a MultiPolygon of one
+polygon), so a layer has one geometry type: GeoPackage and FlatGeobuf layers
+declare ``MultiPolygon``, not ``Unknown``.
+
+Fields (:data:`FEATURE_COLUMNS`): ``instance_id``, ``class_value``, ``class_name``,
+``is_thing``, ``confidence`` (mean of the confidence band over the feature's pixels,
+0-100), ``area`` (pixel count x pixel area, in CRS units). A Shapefile's field names
+hold at most 10 characters, so ``.shp`` output names them :data:`SHAPEFILE_FIELDS`
+(``instanceid``, ``classvalue``, the others unchanged) instead of letting GDAL cut them.
 """
 from __future__ import annotations
 
@@ -33,16 +39,38 @@ from ..data.classes import BACKGROUND_NAME, ClassTable
 from ..errors import ArgumentError
 from .stitching import UnionFind
 
-__all__ = ["PanopticVectorizer", "vectorize_raster", "write_features", "FEATURE_COLUMNS", "VECTOR_DRIVERS"]
+__all__ = ["PanopticVectorizer", "vectorize_raster", "write_features", "shapefile_frame", "FEATURE_COLUMNS",
+           "SHAPEFILE_FIELDS", "FEATURE_GEOMETRY_TYPE", "VECTOR_DRIVERS"]
 
 #: Attribute columns of the feature layer (plus ``geometry``).
 FEATURE_COLUMNS = ["instance_id", "class_value", "class_name", "is_thing", "confidence", "area"]
+
+#: Field names of a Shapefile's features (dBASE names hold at most 10 characters), in
+#: :data:`FEATURE_COLUMNS` order; every other format keeps :data:`FEATURE_COLUMNS`.
+SHAPEFILE_FIELDS = {"instance_id": "instanceid", "class_value": "classvalue", "class_name": "class_name",
+                    "is_thing": "is_thing", "confidence": "confidence", "area": "area"}
+
+#: Geometry type of every feature and of the layer.
+FEATURE_GEOMETRY_TYPE = "MultiPolygon"
+
+#: Longest field name a Shapefile (dBASE) holds.
+_SHAPEFILE_NAME_LIMIT = 10
 
 #: File extension -> OGR driver used by :func:`write_features`.
 VECTOR_DRIVERS = {".gpkg": "GPKG", ".shp": "ESRI Shapefile", ".geojson": "GeoJSON", ".json": "GeoJSON",
                   ".fgb": "FlatGeobuf", ".parquet": "Parquet"}
 
 _FOUR = ndimage.generate_binary_structure(2, 1)
+
+
+def _multipolygon(geom):
+    """``geom`` as a MultiPolygon: a Polygon becomes a one-part MultiPolygon; non-polygonal parts are dropped."""
+    if geom is None or geom.geom_type == "MultiPolygon":
+        return geom
+    if geom.geom_type == "Polygon":
+        return shapely.MultiPolygon([geom])
+    parts = [p for p in shapely.get_parts(geom) if p.geom_type in ("Polygon", "MultiPolygon")]
+    return shapely.MultiPolygon([q for p in parts for q in shapely.get_parts(p) if not q.is_empty])
 
 
 def _polygons(geojson_polygons: list[dict]) -> np.ndarray:
@@ -184,15 +212,18 @@ class PanopticVectorizer:
         self._top[col_off: col_off + w] = stuff_ids[-1]
 
     def _finish(self, polys: list, simplify_tolerance: float | None):
+        """One feature's pieces (pixel coordinates) -> its MultiPolygon in CRS coordinates."""
         geom = polys[0] if len(polys) == 1 else shapely.union_all(polys)
         t = self.transform
         geom = shapely.affinity.affine_transform(geom, [t.a, t.b, t.d, t.e, t.c, t.f])
         if simplify_tolerance:
             geom = geom.simplify(simplify_tolerance, preserve_topology=True)
-        return geom
+        return _multipolygon(geom)
 
     def to_geodataframe(self, crs=None, simplify_tolerance: float | None = None):
         """All features as a GeoDataFrame: things by instance id, then stuff regions.
+
+        Columns :data:`FEATURE_COLUMNS`; every geometry a MultiPolygon (:data:`FEATURE_GEOMETRY_TYPE`).
 
         Parameters
         ----------
@@ -264,35 +295,63 @@ def vectorize_raster(panoptic_raster: str | os.PathLike, class_table: ClassTable
         return vec.to_geodataframe(crs=src.crs, simplify_tolerance=simplify_tolerance)
 
 
+def shapefile_frame(gdf):
+    """``gdf`` with the field names a Shapefile holds: :data:`SHAPEFILE_FIELDS`, other names kept if short enough.
+
+    Raises
+    ------
+    ArgumentError
+        A field name is still longer than 10 characters (a column the caller added).
+    """
+    out = gdf.rename(columns=SHAPEFILE_FIELDS)
+    geometry = out.geometry.name
+    long = [str(c) for c in out.columns if c != geometry and len(str(c)) > _SHAPEFILE_NAME_LIMIT]
+    if long:
+        raise ArgumentError(f"A Shapefile holds field names of at most {_SHAPEFILE_NAME_LIMIT} characters; {long} "
+                            "are longer. Write the features to a GeoPackage (.gpkg) instead, or rename those "
+                            "columns.")
+    return out
+
+
 def write_features(gdf, path: str | os.PathLike, layer: str | None = None) -> None:
-    """Write features with the driver its extension names (GeoPackage, Shapefile, GeoJSON, FlatGeobuf, Parquet)."""
+    """Write features with the driver its extension names (GeoPackage, Shapefile, GeoJSON, FlatGeobuf, Parquet).
+
+    Every geometry is written as a MultiPolygon and the layer declares ``MultiPolygon``
+    (:data:`FEATURE_GEOMETRY_TYPE`), also when the layer is empty. A Shapefile gets the
+    field names :data:`SHAPEFILE_FIELDS` (:func:`shapefile_frame`); every other format
+    keeps the frame's column names.
+
+    Parameters
+    ----------
+    gdf:
+        The features (:meth:`PanopticVectorizer.to_geodataframe`).
+    path:
+        Output file; its extension is a key of :data:`VECTOR_DRIVERS`.
+    layer:
+        Layer name of a GeoPackage (default: the file's stem, GDAL's choice).
+
+    Raises
+    ------
+    ArgumentError
+        An unknown extension, or a Shapefile field name over 10 characters.
+    """
+    import geopandas as gpd
+
     path = Path(path)
     ext = path.suffix.lower()
     if ext not in VECTOR_DRIVERS:
         raise ArgumentError(f"Cannot write features to '{path}': unknown extension '{ext}'. "
                             f"Use one of {sorted(VECTOR_DRIVERS)}.")
+    if len(gdf) and not (gdf.geom_type == FEATURE_GEOMETRY_TYPE).all():
+        gdf = gdf.set_geometry(gpd.GeoSeries([_multipolygon(g) for g in gdf.geometry], index=gdf.index,
+                                             crs=gdf.crs, name=gdf.geometry.name))
+    if ext == ".shp":
+        gdf = shapefile_frame(gdf)
     if ext == ".parquet":
         gdf.to_parquet(path)
         return
-    kwargs: dict[str, Any] = {"driver": VECTOR_DRIVERS[ext]}
+    kwargs: dict[str, Any] = {"driver": VECTOR_DRIVERS[ext], "engine": "pyogrio",
+                              "geometry_type": FEATURE_GEOMETRY_TYPE, "promote_to_multi": True}
     if ext == ".gpkg" and layer:
         kwargs["layer"] = layer
-    if ext in (".gpkg", ".geojson", ".json") and len(gdf):
-        kwargs["promote_to_multi"] = False  # keep Polygon features Polygon (mixed layer), multi-part ones Multi
-    if len(gdf) == 0:
-        kwargs["schema"] = {"geometry": "Polygon", "properties": {
-            "instance_id": "int", "class_value": "int", "class_name": "str", "is_thing": "bool",
-            "confidence": "float", "area": "float"}}
-        kwargs["engine"] = "fiona" if _has_fiona() else "pyogrio"
-        if kwargs["engine"] == "pyogrio":
-            kwargs.pop("schema")
-            kwargs["geometry_type"] = "Polygon"
     gdf.to_file(path, **kwargs)
-
-
-def _has_fiona() -> bool:
-    try:
-        import fiona  # noqa: F401
-        return True
-    except ImportError:
-        return False

@@ -14,6 +14,9 @@ from fastai.callback.progress import ProgressCallback
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 
 from ..errors import ArgumentError, ModelError
+from ..log import get_logger
+
+log = get_logger(__name__)
 
 __all__ = ["TimeBudget", "LastEpochCheckpoint", "ResumableSaveModel", "ResumableEarlyStopping",
            "without_progress_table", "clock", "history_rows"]
@@ -99,8 +102,8 @@ class TimeBudget(Callback):
         self.batch_losses.append(float(self.learn.smooth_loss))
         if self.verbose and time.monotonic() - self._last_print >= 60.0:
             self._last_print = time.monotonic()
-            print(f"   batch {len(self.batch_losses)} (epoch {self.epoch + 1}, {self.iter + 1}/{self.n_iter}): "
-                  f"loss {self.batch_losses[-1]:.4f}  [{clock(self._used())} of {clock(self.seconds)}]", flush=True)
+            log.info(f"   batch {len(self.batch_losses)} (epoch {self.epoch + 1}, {self.iter + 1}/{self.n_iter}): "
+                     f"loss {self.batch_losses[-1]:.4f}  [{clock(self._used())} of {clock(self.seconds)}]")
         if self._used() + self._valid_time >= self.seconds:
             raise CancelTrainException()
 
@@ -124,7 +127,7 @@ class TimeBudget(Callback):
             vals = dict(zip(rec.metric_names[1:-1], rec.log[1:-1])) if rec.log else {}
             shown = "  ".join(f"{k} {float(v):.4f}" for k, v in vals.items()
                               if isinstance(v, (int, float)) or hasattr(v, "item"))
-            print(f"epoch {self.epochs_done}: {shown}  [{clock(self.elapsed)} of {clock(self.seconds)}]", flush=True)
+            log.info(f"epoch {self.epochs_done}: {shown}  [{clock(self.elapsed)} of {clock(self.seconds)}]")
 
     def before_epoch(self):
         if self.epoch > 0 and self._used() + self._valid_time >= self.seconds:

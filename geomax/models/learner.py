@@ -22,6 +22,7 @@ import torch
 from ..config import LossConfig, NetworkConfig, PostprocessConfig, TilingConfig, TrainConfig, check_known, split_options
 from ..data.classes import ClassTable
 from ..errors import ArgumentError, DataError, InputMismatchError, ModelError
+from ..log import get_logger
 from ..panoptic import PanopticResult
 from .callbacks import (
     LastEpochCheckpoint,
@@ -36,6 +37,8 @@ from .metric import PanopticQualityMetric, PanopticQualityPart, update_evaluator
 from .postprocess import PanopticPostProcessor
 from .predictor import PanopticPredictor
 from .state import ModelState
+
+log = get_logger(__name__)
 
 warnings.filterwarnings("ignore", message=".*torch.jit.script.*", category=FutureWarning)
 
@@ -330,7 +333,7 @@ class MaXDeepLab:
         peak: float | slice = lr_slice if lr_slice is not None else cfg.lr
         if cfg.lr_find and lr_slice is None:
             peak = self.lr_find(allow_plot=False)
-            print(f"learning rate from lr_find: {peak:.2e}")
+            log.info(f"learning rate from lr_find: {peak:.2e}")
             cfg = cfg.replace(lr=float(peak))
         cbs = list(cbs or [])
         self.learn.model_dir = self.checkpoint_folder  # absolute: fastai joins it to learn.path unchanged
@@ -339,10 +342,10 @@ class MaXDeepLab:
         if resume:
             start_epoch, used = last.restore(self.learn)
             if start_epoch >= cfg.n_epochs or (cfg.minutes is not None and used >= 60.0 * cfg.minutes):
-                print(f"the interrupted run had finished ({start_epoch} epochs): nothing to resume")
+                log.info(f"the interrupted run had finished ({start_epoch} epochs): nothing to resume")
                 self.state.history = last.prior_history
                 return
-            print(f"resuming after epoch {start_epoch} from {self.checkpoint_folder}")
+            log.info(f"resuming after epoch {start_epoch} from {self.checkpoint_folder}")
         budget = None
         if cfg.minutes is not None:
             budget = TimeBudget(60.0 * cfg.minutes, verbose=True, valid_estimate=valid_estimate, already_used=used)

@@ -2,7 +2,9 @@
 
 ``MaXDeepLab.from_model``, :func:`geomax.workflows.predict.predict_raster` (model paths),
 ``evaluate`` and the Dask workers all come through here. :func:`load_predictor` builds
-the light inference object (network + post-processor, no fastai ``Learner``).
+the light inference object (network + post-processor, no fastai ``Learner``). This module,
+the network, the post-processor and the predictor import no fastai: a saved model predicts
+where only torch, rasterio and geopandas are installed.
 """
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ def load_model_state(path: str | os.PathLike) -> tuple[ModelState, dict]:
 
 def load_predictor(path: str | os.PathLike, **postprocess_options):
     """A ready :class:`~geomax.models.predictor.PanopticPredictor` for a saved model.
+
+    Works without fastai: ``.predict(path_or_array)`` and ``.predict_tiles(tiles, valid)``.
 
     Parameters
     ----------

@@ -10,6 +10,8 @@
                          ``evaluate_model``, ``write_metrics_json``
 :mod:`.tools`            the declarative table of tools and parameters the ArcGIS toolbox,
                          its scripts and the ``geomax`` command are generated from
+:mod:`.bridge`           ``python -m geomax.workflows.bridge describe | run TOOL``: the tool table
+                         as JSON and a tool run as JSON lines, for ``geomax.pyt`` in ArcGIS Pro
 =======================  ==================================================================
 
 The ``geomax`` command, the toolbox, the DDP launcher, the demo, the examples and the

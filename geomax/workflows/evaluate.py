@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..config import TilingConfig
+from ..data.mosaic import Mosaic, mosaic_inputs
+from ..data.sources import check_raster, local_path
 from ..errors import ArgumentError, DataError, OutputError
 from ..evaluate import evaluate_raster
 from ..publish import check_outputs_apart, check_replaceable, publish_files, scratch_folder
@@ -41,7 +43,8 @@ def write_metrics_json(metrics: dict, path: str | os.PathLike) -> Path:
     return path
 
 
-def evaluate_model(model, in_raster: str | os.PathLike, reference, *, class_field: str | None = None,
+def evaluate_model(model, in_raster: str | os.PathLike | Sequence[str | os.PathLike], reference, *,
+                   class_field: str | None = None,
                    reference_instances: str | os.PathLike | None = None, class_table_source: Any = None,
                    out_raster: str | os.PathLike | None = None, tiling: TilingConfig | None = None,
                    tile_size: int | None = None, overlap: int | None = None, batch_size: int | None = None,
@@ -54,7 +57,9 @@ def evaluate_model(model, in_raster: str | os.PathLike, reference, *, class_fiel
     model:
         A saved model (folder, ``.emd``, ``.dlpk``) or a loaded TilePredictor.
     in_raster:
-        The image to segment; its no-data pixels are left out of the evaluation.
+        The image to segment (a local path or any name GDAL opens: a URL, ``/vsizip/...``; or
+        a folder or list of rasters, segmented and evaluated as one mosaic); its no-data
+        pixels are left out of the evaluation.
     reference:
         Reference labels, as for :func:`geomax.evaluate.evaluate_raster`.
     class_table_source:
@@ -73,20 +78,23 @@ def evaluate_model(model, in_raster: str | os.PathLike, reference, *, class_fiel
     """
     from .predict import load_predictor, predict_raster
 
-    in_raster = Path(in_raster)
-    if not in_raster.exists():
-        raise DataError(f"Input raster '{in_raster}' does not exist. Check the path (relative paths start from the "
-                        "current folder).")
+    parts = mosaic_inputs(in_raster)
+    mosaic = Mosaic.of(parts) if parts is not None and len(parts) > 1 else None  # checked before the model loads
+    image: Any = parts[0] if parts else in_raster  # one raster (a list or folder of one included)
+    if mosaic is None:
+        check_raster(image, "input raster")
     predictor = load_predictor(model)
     with tempfile.TemporaryDirectory(prefix="geomax_eval_") as tmp:
         target = Path(out_raster) if out_raster is not None else Path(tmp) / "prediction.tif"
         predict_raster(predictor, in_raster, target, tiling=tiling, tile_size=tile_size, overlap=overlap,
                        batch_size=batch_size, bands=bands, progress=progress, **postprocess_options)
+        if mosaic is not None:  # the no-data pixels come from the image: here a VRT of the mosaic
+            image = mosaic.write_vrt(Path(tmp) / "mosaic.vrt")
         return evaluate_raster(target, reference,
                                class_table=class_table_source if class_table_source is not None
                                else predictor.class_table,
                                class_field=class_field, reference_instances=reference_instances,
-                               valid_raster=in_raster, window_size=window_size, progress=progress)
+                               valid_raster=image, window_size=window_size, progress=progress)
 
 
 def evaluate(prediction, reference, *, model=None, image: str | os.PathLike | None = None,
@@ -100,7 +108,8 @@ def evaluate(prediction, reference, *, model=None, image: str | os.PathLike | No
     ----------
     prediction:
         A panoptic GeoTIFF (band 1 class Value, band 2 instance id); with ``model``, the
-        input image the model runs on first.
+        input image the model runs on first (also a folder or list of rasters: one mosaic).
+        A local path or any name GDAL opens (``https://`` / ``s3://`` URL, ``/vsizip/...``).
     reference:
         Reference labels: a vector file with a class field, or a raster on the
         prediction's grid (see :func:`geomax.evaluate.evaluate_raster`).
@@ -144,11 +153,14 @@ def evaluate(prediction, reference, *, model=None, image: str | os.PathLike | No
         check_replaceable(out_json, overwrite, None, "metrics file (--json)")
     if model is not None and image is not None:
         raise ArgumentError("With a model, the prediction argument is the input image; do not give image as well.")
-    for path, what in ((prediction, "Input raster" if model is not None else "Panoptic raster"),
-                       (reference, "Reference labels")):
-        if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
-            raise DataError(f"{what} '{path}' does not exist. Check the path (relative paths start from the current "
-                            "folder).")
+    if model is None:
+        check_raster(prediction, "panoptic raster")  # a missing file, or a URL / GDAL name that does not open
+    elif mosaic_inputs(prediction) is None:
+        check_raster(prediction, "input raster")  # (a folder or list of rasters: checked by evaluate_model)
+    reference_path = local_path(reference)
+    if reference_path is not None and not reference_path.exists():
+        raise DataError(f"Reference labels '{reference}' does not exist. Check the path (relative paths start from "
+                        "the current folder).")
     if model is not None:
         metrics = evaluate_model(model, prediction, reference, class_field=class_field,
                                  reference_instances=reference_instances, class_table_source=class_table_source,

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..data.export import ExportInfo, export_training_data
+from ..data.sources import check_raster
 from ..errors import DataError
 
 __all__ = ["export"]
@@ -31,7 +32,8 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
     Parameters
     ----------
     raster:
-        Georeferenced input raster.
+        Georeferenced input raster: a local path or any name GDAL opens (``https://`` /
+        ``s3://`` URLs, ``/vsizip/...``, subdataset strings).
     labels:
         Label polygons (a vector file or a GeoDataFrame) with a class field.
     out:
@@ -60,13 +62,14 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
     Raises
     ------
     DataError
-        The raster or the labels do not exist (checked before anything is written), or
+        The raster or the labels do not exist, or GDAL cannot open the raster's name (checked
+        before anything is written), or
         :func:`~geomax.data.export.export_training_data`'s errors.
     """
-    for path, what in ((raster, "Input raster"), (labels, "Label file")):
-        if isinstance(path, (str, os.PathLike)) and not Path(path).exists():
-            raise DataError(f"{what} '{path}' does not exist. Check the path (relative paths start from the current "
-                            "folder).")
+    check_raster(raster, "input raster")  # a missing file, or a URL / GDAL name that does not open
+    if isinstance(labels, (str, os.PathLike)) and not Path(labels).exists():
+        raise DataError(f"Label file '{labels}' does not exist. Check the path (relative paths start from the current "
+                        "folder).")
     class_table = None
     if class_table_source is not None:
         from ..evaluate import load_class_table

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Sequence
 
 from ..config import TilingConfig
-from ..errors import DataError
 
 __all__ = ["load_predictor", "predict_raster", "predict_raster_distributed"]
 
@@ -59,7 +58,7 @@ def _given(options: dict) -> dict:
     return {k: v for k, v in options.items() if v is not None}
 
 
-def predict_raster(model, in_raster: str | os.PathLike, out_raster: str | os.PathLike,
+def predict_raster(model, in_raster: str | os.PathLike | Sequence[str | os.PathLike], out_raster: str | os.PathLike,
                    out_features: str | os.PathLike | None = None, *, tiling: TilingConfig | None = None,
                    tile_size: int | None = None, overlap: int | None = None, batch_size: int | None = None,
                    merge_iou: float | None = None, bands: Sequence[int] | None = None,
@@ -71,8 +70,14 @@ def predict_raster(model, in_raster: str | os.PathLike, out_raster: str | os.Pat
     ----------
     model:
         A saved model (folder, ``.emd``, ``.dlpk``) or a loaded TilePredictor.
-    in_raster, out_raster, out_features:
-        Input raster, output GeoTIFF and optional vector layer (see
+    in_raster:
+        The input: a local raster, or any name GDAL opens (``https://`` / ``s3://`` /
+        ``gs://`` / ``az://`` URLs, read by windows; ``/vsizip/...`` and other ``/vsi`` names;
+        subdataset strings such as ``NETCDF:"f.nc":var``); or a folder of rasters or a list
+        of rasters, predicted as one mosaic (see
+        :func:`geomax.inference.predict_raster.predict_raster`).
+    out_raster, out_features:
+        Output GeoTIFF and optional vector layer (see
         :func:`geomax.inference.predict_raster.predict_raster`).
     tiling:
         Base tiling settings; ``None``: the model's saved :class:`~geomax.config.TilingConfig`
@@ -92,8 +97,9 @@ def predict_raster(model, in_raster: str | os.PathLike, out_raster: str | os.Pat
     Raises
     ------
     DataError
-        The input raster does not exist. Checked, with the output names, before a model
-        path is loaded.
+        The input raster does not exist or GDAL cannot open it (an unreachable URL...), or the
+        rasters of a mosaic do not fit together. Checked, with the output names, before a
+        model path is loaded.
     OutputExistsError
         An output exists and ``overwrite`` is False.
     ModelError, ArgumentError, InputMismatchError
@@ -102,14 +108,12 @@ def predict_raster(model, in_raster: str | os.PathLike, out_raster: str | os.Pat
     from ..inference.job import RasterJob
     from ..inference.predict_raster import predict_raster as run
 
-    RasterJob(in_raster, out_raster, out_features, overwrite=overwrite)  # checks the output names, writes nothing
+    job = RasterJob(in_raster, out_raster, out_features, overwrite=overwrite)  # checks the output names
     if isinstance(model, (str, os.PathLike)):
         from ..publish import check_outputs_apart
 
         check_outputs_apart({"model": model}, {"output raster": out_raster, "output features": out_features})
-    if not Path(in_raster).exists():
-        raise DataError(f"Input raster '{in_raster}' does not exist. Check the path (relative paths start from the "
-                        "current folder).")
+    job.check_input()  # a missing or unreadable input (or a mosaic that does not fit) before a model is loaded
     predictor = load_predictor(model)
     return run(predictor, in_raster, out_raster, out_features,
                tiling=tiling, tile_size=tile_size,

@@ -5,8 +5,10 @@ data type, kind, default, choices, the range a number must fall in, its ``geomax
 command-line flag) and a ``run`` that calls one workflow function of
 :mod:`geomax.workflows`. Three entry points are generated from :data:`TOOLS`:
 
-* the ArcGIS Python toolbox ``toolboxes/geomax.pyt`` builds its ``arcpy.Parameter``
-  objects from the parameters (values come back as text, ArcGIS's ``valueAsText``);
+* the ArcGIS Python toolbox ``toolboxes/geomax.pyt``, which runs inside ArcGIS Pro without
+  geomax: it builds its ``arcpy.Parameter`` objects from this table as
+  :mod:`geomax.workflows.bridge` describes it (JSON), and runs a tool by handing the
+  values (text, ArcGIS's ``valueAsText``) to the bridge in geomax's own Python environment;
 * the tool scripts ``toolboxes/<tool>.py`` (:func:`script_main`): required parameters
   positional, the others ``--<name>``, values as text;
 * the ``geomax`` command's ``export``, ``train``, ``predict`` and ``evaluate``
@@ -23,18 +25,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import inspect
+import os
 import sys
 import warnings
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..config import PostprocessConfig, TilingConfig, TrainConfig, default_of
 from ..errors import ArgumentError, GeomaxError
+from ..evaluate import CLASS_FIELD_CANDIDATES, _pick_class_field
+from ..log import get_logger
 from .evaluate import WINDOW_SIZE
 from .export import export as _export
 
 __all__ = ["Param", "Tool", "TOOLS", "convert_value", "convert_values", "run_tool", "add_cli_arguments",
-           "add_argument", "cli_values", "build_argparser", "script_main", "parse_text"]
+           "add_argument", "cli_values", "build_argparser", "script_main", "parse_text", "label_class_field"]
 
 #: Ranges a number parameter may be limited to: name -> (test, what the message says is expected).
 CHECKS: dict[str, tuple[Callable[[float], bool], str]] = {
@@ -87,6 +93,11 @@ class Param:
         for a required parameter (positional).
     metavar:
         Placeholder of the value in ``geomax`` help (``"CLASS"``).
+    percent:
+        A share (``kind`` ``"float"``, value a fraction 0-1) that may also be typed as a percent
+        with a ``%`` sign (``"10%"`` = 0.1; a bare number is a fraction). The ArcGIS toolbox
+        shows it as a percent 0-100, as ArcGIS Pro's own tools do, and sends the typed number
+        with ``%`` (:mod:`geomax.workflows.bridge` describes its default as a percent).
     """
 
     name: str
@@ -104,6 +115,7 @@ class Param:
     check: str | None = None
     cli: str | None = None
     metavar: str | None = None
+    percent: bool = False
 
     def __post_init__(self) -> None:
         if self.kind == "bool" and self.default is None:
@@ -164,7 +176,8 @@ class Tool:
     exclusive:
         Pairs of parameters that may not both be given.
     progress:
-        The run can show a progress bar (``geomax``: on unless ``--quiet``).
+        The run can show a progress bar (``geomax``: on unless ``-q`` / ``--quiet``; the toolbox
+        always asks for it: its bridge turns it into ArcGIS's progressor).
     """
 
     name: str
@@ -196,13 +209,15 @@ def _described(param: Param) -> str:
 
 _TRUE = {"true", "1", "yes", "y", "on", "checked"}
 _FALSE = {"false", "0", "no", "n", "off", "unchecked", ""}
+_PERCENT_HINT = " or a percent such as 10%"
 
 
 def parse_text(param: Param, raw) -> Any:
     """One value of ``param`` from its text (or a Python value); :class:`ValueError` says what was expected.
 
     The one conversion of every entry point: the toolbox and the scripts wrap the reason
-    with the parameter's label, ``geomax`` with its flag.
+    with the parameter's label, ``geomax`` with its flag. A :attr:`Param.percent` share is a
+    fraction (``0.1``) or a percent with a ``%`` sign (``"10%"``), both giving 0.1.
     """
     if param.kind == "bool" and isinstance(raw, bool):
         return raw
@@ -216,10 +231,15 @@ def parse_text(param: Param, raw) -> Any:
             raise ValueError(f"expected a whole number, got '{text}'")
         value: Any = int(number)
     elif param.kind == "float":
+        as_percent = param.percent and text.endswith("%")
         try:
-            value = float(text)
+            value = float(text[:-1].strip() if as_percent else text)
         except ValueError:
-            raise ValueError(f"expected a number, got '{text}'") from None
+            raise ValueError(f"expected a number{_PERCENT_HINT if param.percent else ''}, got '{text}'") from None
+        if as_percent:
+            if not 0 <= value <= 100:
+                raise ValueError(f"expected a percent from 0% to 100%, got '{text}'")
+            value = value / 100
     elif param.kind == "bool":
         if text.lower() not in _TRUE | _FALSE:
             raise ValueError(f"expected true or false, got '{text}'")
@@ -229,7 +249,8 @@ def parse_text(param: Param, raw) -> Any:
     if param.check is not None:
         ok, expected = CHECKS[param.check]
         if not ok(value):
-            raise ValueError(f"expected a {'whole ' if param.kind == 'int' else ''}number {expected}, got {value}")
+            raise ValueError(f"expected a {'whole ' if param.kind == 'int' else ''}number {expected}"
+                             f"{_PERCENT_HINT if param.percent else ''}, got {value}")
     if param.choices and value not in param.choices:
         raise ValueError(f"must be one of {list(param.choices)}, got '{value}'")
     return value
@@ -277,7 +298,7 @@ def convert_values(tool: Tool, raw: dict, name_of: Callable[[Param], str] | None
     return values
 
 
-def run_tool(name: str, raw_values: dict, log: Callable[[str], Any] = print, *, progress: bool = False,
+def run_tool(name: str, raw_values: dict, log: Callable[[str], Any] | None = None, *, progress: bool = False,
              name_of: Callable[[Param], str] | None = None) -> Any:
     """Run tool ``name`` with parameter values given as text (or Python values); returns the workflow's result.
 
@@ -288,13 +309,15 @@ def run_tool(name: str, raw_values: dict, log: Callable[[str], Any] = print, *, 
     raw_values:
         Parameter name -> text or value; missing ones take their defaults.
     log:
-        Where the tool's messages go (ArcGIS: ``messages.addMessage``).
+        Where the tool's messages go (ArcGIS: ``messages.addMessage``; default: the ``geomax.workflows``
+        logger, shown on stdout unless quietened, :mod:`geomax.log`).
     progress:
         Show progress bars.
     name_of:
         How error messages name a parameter (``geomax``: its flag).
     """
     tool = TOOLS[name]
+    log = log or get_logger("geomax.workflows").info
     return tool.run(convert_values(tool, raw_values, name_of), log, progress)
 
 
@@ -338,7 +361,7 @@ def add_argument(parser: argparse.ArgumentParser, param: Param, flag: str | None
 def add_cli_arguments(parser: argparse.ArgumentParser, tool: Tool) -> None:
     """Add the ``geomax`` subcommand's arguments of ``tool`` (flags from ``Param.cli``; values parsed and checked).
 
-    Adds ``--quiet`` for a tool that shows progress.
+    ``-q`` / ``-v`` (what is shown) are added by ``geomax.cli`` to every subcommand.
     """
     positional = [p for p in tool.params if not p.flag.startswith("-")]
     if tool.cli_order:
@@ -348,8 +371,6 @@ def add_cli_arguments(parser: argparse.ArgumentParser, tool: Tool) -> None:
     for p in tool.params:
         if p.flag.startswith("-"):
             add_argument(parser, p, p.flag, typed=True)
-    if tool.progress:
-        parser.add_argument("--quiet", action="store_true", help="No progress bar.")
 
 
 def cli_values(tool: Tool, args: argparse.Namespace) -> dict:
@@ -400,8 +421,38 @@ def script_main(tool_name: str, argv: Sequence[str] | None = None) -> int:
 
 
 # --------------------------------------------------------------------------- the tools' workflow calls
+def label_class_field(labels, class_field: str | None = None, label_layer: str | None = None) -> str:
+    """The class field of a label file: ``class_field`` when given, else detected as evaluate detects it.
+
+    Detection takes the first of :data:`geomax.evaluate.CLASS_FIELD_CANDIDATES` (``class_name``,
+    ``Classname``, ... ``Classvalue``: what ArcGIS Pro's training samples have) the file has,
+    reading one feature. A file that does not exist or cannot be read gives the export's
+    default field, so that the export's own check says what is wrong.
+
+    Raises
+    ------
+    geomax.errors.DataError
+        The file has none of the candidate fields (the message lists its fields).
+    """
+    if class_field is not None:
+        return class_field
+    default = _arg_default(_export, "class_field")
+    if not isinstance(labels, (str, os.PathLike)) or not Path(labels).exists():
+        return default
+    import geopandas as gpd
+
+    try:
+        head = gpd.read_file(labels, layer=label_layer, rows=1) if label_layer else gpd.read_file(labels, rows=1)
+    except Exception:  # pyogrio / fiona raise many types; the export says why the file cannot be read
+        return default
+    return _pick_class_field(head, None, Path(labels))
+
+
 def _run_export(v: dict, log, progress: bool) -> Any:
-    return _export(v["in_raster"], v["in_labels"], v["out_folder"], class_field=v["class_field"],
+    class_field = label_class_field(v["in_labels"], v["class_field"], v["label_layer"])
+    if v["class_field"] is None and class_field != _arg_default(_export, "class_field"):
+        log(f"note: classes read from the field '{class_field}' (detected).")
+    return _export(v["in_raster"], v["in_labels"], v["out_folder"], class_field=class_field,
                    thing_classes=v["thing_classes"], class_table_source=v["class_table_source"],
                    tile_size=v["tile_size"], stride=v["stride"], chip_format=v["chip_format"], bands=v["bands"],
                    keep_empty=v["keep_empty"], max_nodata_fraction=v["max_nodata_fraction"],
@@ -483,8 +534,10 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
              Param("out_folder", "Output Folder", "DEFolder", "path",
                    "Folder for the chips (new or empty unless overwrite).", required=True, direction="Output",
                    cli="out"),
-             Param("class_field", "Class Value Field", "Field", "str", "Field holding class names or Values.",
-                   default=_arg_default(_export, "class_field"), depends_on="in_labels"),
+             Param("class_field", "Class Value Field", "Field", "str",
+                   "Field holding class names or Values (default: detected, the first of "
+                   f"{', '.join(CLASS_FIELD_CANDIDATES)} the labels have; ArcGIS Pro's training samples "
+                   "have Classname and Classvalue).", depends_on="in_labels"),
              Param("thing_classes", "Thing Classes", "GPString", "str",
                    "Thing classes: each of their features is one instance (e.g. building tree).", multivalue=True,
                    cli="--things", metavar="CLASS"),
@@ -550,8 +603,10 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
                    default=default_of(TrainConfig, "batch_size"), check="positive"),
              Param("chip_size", "Chip Size", "GPLong", "int", "Training chip size (default: the exported size on a GPU, random 128 px crops on a CPU).",
                    check="positive"),
-             Param("val_split", "Validation Fraction", "GPDouble", "float", "Share of the chips for validation.",
-                   default=default_of(TrainConfig, "val_split"), check="fraction"),
+             Param("val_split", "Validation %", "GPDouble", "float",
+                   "Share of the chips held out for validation: a fraction (0.1) or a percent with a % sign (10%). "
+                   "The ArcGIS toolbox takes a percent, as ArcGIS Pro's Train Deep Learning Model does (10 = 10 %).",
+                   default=default_of(TrainConfig, "val_split"), check="fraction", percent=True),
              Param("monitor", "Monitor Metric", "GPString", "str",
                    "What the best checkpoint and early stopping watch.", default=default_of(TrainConfig, "monitor"),
                    choices=("valid_loss", "panoptic_quality")),

@@ -10,6 +10,9 @@ from typing import Any, Callable
 
 from ..config import LossConfig, NetworkConfig, PostprocessConfig, TrainConfig
 from ..errors import ArgumentError, DataError, ModelError
+from ..log import get_logger
+
+_log = get_logger("geomax.workflows")
 
 __all__ = ["resolve_train_config", "prepare", "build_model", "fit_model", "train", "TrainResult", "checkpoint_folder_of"]
 
@@ -43,7 +46,7 @@ def build_model(data, *, backbone: str | None = None, pretrained: str | os.PathL
                       postprocess=postprocess)
 
 
-def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Callable[[str], Any] = print,
+def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Callable[[str], Any] | None = None,
               verbose: bool = True, resume: bool = False) -> dict:
     """Train ``model`` with the recipe (``model.fit(config=train)``), then compute its validation metrics.
 
@@ -57,7 +60,7 @@ def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Ca
         With ``train.minutes``: seconds one validation pass is expected to take (see
         :meth:`MaXDeepLab.fit <geomax.models.learner.MaXDeepLab.fit>`).
     log:
-        Where the validation PQ summary goes.
+        Where the validation PQ summary goes (default: the ``geomax.workflows`` logger).
     verbose:
         Log the summary.
     resume:
@@ -69,6 +72,7 @@ def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Ca
         The validation metrics (empty without validation chips), also kept on the model
         and written into its package by ``save``.
     """
+    log = log or _log.info
     model.fit(config=train, valid_estimate=valid_estimate, resume=resume, warn_empty=False)
     metrics: dict = {}
     if model.has_validation:
@@ -131,7 +135,7 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
           backbone: str | None = None, pretrained: str | os.PathLike | None = None,
           network: NetworkConfig | dict | None = None, loss: LossConfig | None = None,
           postprocess: PostprocessConfig | None = None, overwrite: bool = False, resume: bool = False,
-          log: Callable[[str], Any] = print) -> TrainResult:
+          log: Callable[[str], Any] | None = None) -> TrainResult:
     """Train a model on an export and save the model folder.
 
     Parameters
@@ -151,7 +155,7 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
         settings). Checkpoints live beside the output, in :func:`checkpoint_folder_of`
         ``(out)``, and are removed once the model is saved.
     log:
-        Where progress lines go.
+        Where progress lines go (default: the ``geomax.workflows`` logger).
 
     Returns
     -------
@@ -171,6 +175,7 @@ def train(data_path: str | os.PathLike, out: str | os.PathLike, *, train: TrainC
     All are checked before any work; an earlier model at ``out`` is replaced only when the
     new one is complete.
     """
+    log = log or _log.info
     import torch
 
     from ..models.callbacks import LastEpochCheckpoint

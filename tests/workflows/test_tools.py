@@ -7,9 +7,9 @@ import pytest
 from geomax.cli import build_parser, main
 from geomax.config import TilingConfig, TrainConfig, default_of
 from geomax.data.export import export_training_data
-from geomax.errors import ArgumentError
-from geomax.evaluate import evaluate_raster
-from geomax.workflows.tools import TOOLS, convert_values, parse_text
+from geomax.errors import ArgumentError, DataError
+from geomax.evaluate import CLASS_FIELD_CANDIDATES, evaluate_raster
+from geomax.workflows.tools import TOOLS, convert_values, label_class_field, parse_text, run_tool
 
 COMMANDS = {"export": "ExportTrainingDataForDeepLearning", "train": "TrainDeepLearningModel",
             "predict": "PanopticSegmentationUsingDeepLearning", "evaluate": "ComputePanopticAccuracy"}
@@ -72,8 +72,11 @@ def test_geomax_subcommand_is_generated_from_the_table(command):
 def test_defaults_come_from_where_they_are_defined():
     export, train = TOOLS["ExportTrainingDataForDeepLearning"], TOOLS["TrainDeepLearningModel"]
     library = inspect.signature(export_training_data).parameters
-    for name in ("class_field", "tile_size", "chip_format", "max_nodata_fraction"):
+    for name in ("tile_size", "chip_format", "max_nodata_fraction"):
         assert export.param(name).default == library[name].default
+    # the class field is detected when not given (the library's default is the first candidate)
+    assert export.param("class_field").default is None and "Classvalue" in export.param("class_field").help
+    assert CLASS_FIELD_CANDIDATES[0] == library["class_field"].default
     for name, setting in (("learning_rate", "lr"), ("batch_size", "batch_size"), ("val_split", "val_split"),
                           ("monitor", "monitor"), ("patience", "patience"), ("seed", "seed")):
         assert train.param(name).default == default_of(TrainConfig, setting)
@@ -118,3 +121,63 @@ def test_backbone_list_for_arcgis_comes_from_the_variants_registry():
     from geomax.models.maxdeeplab import list_variants
 
     assert list(TOOLS["TrainDeepLearningModel"].param("backbone").choices_of()) == list(list_variants())
+
+
+def test_validation_share_is_a_fraction_or_a_percent():
+    """ArcGIS Pro's Train Deep Learning Model takes "Validation %" (10); `geomax train --val-split` a fraction (0.1)."""
+    validation = TOOLS["TrainDeepLearningModel"].param("val_split")
+    assert validation.percent and validation.label == "Validation %"
+    assert parse_text(validation, "0.1") == 0.1 and parse_text(validation, "10%") == 0.1
+    assert parse_text(validation, " 25 % ") == 0.25 and parse_text(validation, "0%") == 0.0
+    with pytest.raises(ValueError, match="between 0 and 1 or a percent such as 10%, got 10"):
+        parse_text(validation, "10")  # a bare number is a fraction: never silently read as 10 %
+    with pytest.raises(ValueError, match="percent from 0% to 100%"):
+        parse_text(validation, "150%")
+    with pytest.raises(ValueError, match="a number or a percent"):
+        parse_text(validation, "ten%")
+    sub = _subparser("train")
+    assert sub.parse_args(["chips", "--out", "m", "--val-split", "20%"]).val_split == 0.2
+    assert sub.parse_args(["chips", "--out", "m", "--val-split", "0.2"]).val_split == 0.2
+    assert convert_values(TOOLS["TrainDeepLearningModel"],
+                          {"in_folder": "chips", "out_model": "m", "val_split": "15%"})["val_split"] == 0.15
+
+
+def test_export_detects_the_class_field_of_arcgis_pro_training_samples(synthetic_scene, tmp_path):
+    """Pro's training samples hold Classname and Classvalue: found without naming a field, as evaluate finds it."""
+    import geopandas as gpd
+    import rasterio
+
+    labels = gpd.read_file(synthetic_scene.labels)
+    samples = gpd.GeoDataFrame({"Classvalue": labels["class_value"].astype("int64"), "Classname": labels["class_name"]},
+                               geometry=labels.geometry, crs=labels.crs)
+    samples.to_file(tmp_path / "samples.gpkg")
+    samples.drop(columns="Classname").to_file(tmp_path / "values.gpkg")
+    samples.drop(columns=["Classname", "Classvalue"]).assign(kind="x").to_file(tmp_path / "no_class.gpkg")
+    assert label_class_field(tmp_path / "samples.gpkg") == "Classname"
+    assert label_class_field(tmp_path / "values.gpkg") == "Classvalue"
+    assert label_class_field(tmp_path / "values.gpkg", "mine") == "mine"  # given: used as it is
+    with pytest.raises(DataError, match=r"Cannot tell which field.*kind"):
+        label_class_field(tmp_path / "no_class.gpkg")
+
+    def export(labels_path, out, **values):
+        lines = []
+        info = run_tool("ExportTrainingDataForDeepLearning", {"in_raster": str(synthetic_scene.raster),
+                                                              "in_labels": str(labels_path), "out_folder": str(out),
+                                                              "tile_size": 128, **values}, log=lines.append)
+        return info, lines
+
+    things = {"thing_classes": ["building", "vehicle"]}
+    by_name, lines = export(tmp_path / "samples.gpkg", tmp_path / "by_name", **things)
+    reference, _ = export(synthetic_scene.labels, tmp_path / "reference", **things)
+    assert any("'Classname' (detected)" in line for line in lines)
+    assert by_name.class_table.names == reference.class_table.names and by_name.n_chips == reference.n_chips
+    # Values only, with the class table they refer to: the same label chips as from the names
+    by_value, lines = export(tmp_path / "values.gpkg", tmp_path / "by_value", class_table_source="synthetic")
+    from_names, _ = export(synthetic_scene.labels, tmp_path / "from_names", class_table_source="synthetic")
+    assert any("'Classvalue' (detected)" in line for line in lines)
+    chips = sorted(p.name for p in (tmp_path / "from_names" / "labels").iterdir())
+    assert chips and sorted(p.name for p in (tmp_path / "by_value" / "labels").iterdir()) == chips
+    for name in chips:
+        with rasterio.open(tmp_path / "by_value" / "labels" / name) as a, \
+                rasterio.open(tmp_path / "from_names" / "labels" / name) as b:
+            assert (a.read() == b.read()).all()
