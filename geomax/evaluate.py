@@ -375,11 +375,16 @@ def _class_table_near(prediction) -> ClassTable:
 
 
 def _progress(items, show: bool):
+    """``items``, counted on a progress bar (or the toolbox's progressor) when ``show``."""
     if not show or len(items) < 2:
-        return items
-    from fastprogress.fastprogress import progress_bar
+        yield from items
+        return
+    from .inference.progress import Progress
 
-    return progress_bar(items)
+    with Progress(len(items), True, "windows") as bar:
+        for item in items:
+            yield item
+            bar.advance()
 
 
 def format_metrics(metrics: dict) -> str:

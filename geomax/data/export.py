@@ -407,58 +407,57 @@ def _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size
     feats_per_class = {c.name: 0 for c in class_table}
     pixels_per_class = {c.name: 0 for c in class_table}
     n_instances = {c.name: 0 for c in things}
-    iterator = windows
-    if progress:
-        from fastprogress.fastprogress import progress_bar
+    from ..inference.progress import Progress
 
-        iterator = progress_bar(windows)
-        iterator.comment = "exporting chips"
+    bar = Progress(len(windows), progress, "chips")
     nodata = src.nodata
     masks_needed = needs_band_masks(src, band_idx)
-    for r0, c0 in iterator:
-        win = Window(c0, r0, tile_size, tile_size)
-        wt = window_transform(win, src.transform)
-        image = src.read(band_idx, window=win)
-        valid = read_valid_pixels(src, band_idx, image, win, masks_needed)
-        nodata_frac = 1.0 - valid.mean()
-        if nodata_frac > max_nodata_fraction:
-            n_nodata += 1
-            continue
-        hits = sindex.query(shapely.box(*window_bounds(win, src.transform)), predicate="intersects")
-        sub = gdf.iloc[np.sort(hits)]
-        class_map, instance_map = rasterize_labels(sub, class_field, class_table, wt, (tile_size, tile_size))
-        class_map[~valid] = 0
-        instance_map[~valid] = 0
-        labelled = (class_map > 0).mean()  # of the label features (before the background fill)
-        if (skip_empty and labelled == 0) or labelled < min_label_fraction:
-            n_empty += 1
-            continue
-        if background_value is not None:
-            class_map[(class_map == 0) & valid] = background_value
-        chip_id = f"{n_chips:09d}"
-        profile = {"crs": src.crs, "transform": wt, "nodata": nodata}
-        _write_chip(tmp / IMAGES_DIR / f"{chip_id}.{ext}", image, chip_format, profile)
-        _write_chip(tmp / LABELS_DIR / f"{chip_id}.{ext}", class_map[None].astype(label_dtype), chip_format,
-                    {"crs": src.crs, "transform": wt})
-        for c in things:
-            sel = (class_map == c.value) & (instance_map > 0)
-            ids = np.unique(instance_map[sel])
-            lut = np.zeros(int(instance_map.max()) + 1, dtype=np.int64)
-            lut[ids] = np.arange(1, ids.size + 1)
-            inst = np.where(sel, lut[instance_map], 0)
-            n_instances[c.name] += int(ids.size)
-            inst_dtype = np.uint8 if ids.size < 256 else np.uint16
-            _write_chip(tmp / INSTANCES_DIR / c.name / f"{chip_id}.{ext}", inst[None].astype(inst_dtype), chip_format,
+    with bar:
+        for r0, c0 in windows:
+            bar.advance()  # every window, written or skipped
+            win = Window(c0, r0, tile_size, tile_size)
+            wt = window_transform(win, src.transform)
+            image = src.read(band_idx, window=win)
+            valid = read_valid_pixels(src, band_idx, image, win, masks_needed)
+            nodata_frac = 1.0 - valid.mean()
+            if nodata_frac > max_nodata_fraction:
+                n_nodata += 1
+                continue
+            hits = sindex.query(shapely.box(*window_bounds(win, src.transform)), predicate="intersects")
+            sub = gdf.iloc[np.sort(hits)]
+            class_map, instance_map = rasterize_labels(sub, class_field, class_table, wt, (tile_size, tile_size))
+            class_map[~valid] = 0
+            instance_map[~valid] = 0
+            labelled = (class_map > 0).mean()  # of the label features (before the background fill)
+            if (skip_empty and labelled == 0) or labelled < min_label_fraction:
+                n_empty += 1
+                continue
+            if background_value is not None:
+                class_map[(class_map == 0) & valid] = background_value
+            chip_id = f"{n_chips:09d}"
+            profile = {"crs": src.crs, "transform": wt, "nodata": nodata}
+            _write_chip(tmp / IMAGES_DIR / f"{chip_id}.{ext}", image, chip_format, profile)
+            _write_chip(tmp / LABELS_DIR / f"{chip_id}.{ext}", class_map[None].astype(label_dtype), chip_format,
                         {"crs": src.crs, "transform": wt})
-        running.update(image, valid)
-        for c in class_table:
-            npx = int((class_map == c.value).sum())
-            pixels_per_class[c.name] += npx
-        sub_values = feature_class_values(sub[class_field].tolist(), class_table, class_field)
-        for c in class_table:
-            feats_per_class[c.name] += int((sub_values == c.value).sum())
-        pairs.append((f"{IMAGES_DIR}/{chip_id}.{ext}", f"{LABELS_DIR}/{chip_id}.{ext}"))
-        n_chips += 1
+            for c in things:
+                sel = (class_map == c.value) & (instance_map > 0)
+                ids = np.unique(instance_map[sel])
+                lut = np.zeros(int(instance_map.max()) + 1, dtype=np.int64)
+                lut[ids] = np.arange(1, ids.size + 1)
+                inst = np.where(sel, lut[instance_map], 0)
+                n_instances[c.name] += int(ids.size)
+                inst_dtype = np.uint8 if ids.size < 256 else np.uint16
+                _write_chip(tmp / INSTANCES_DIR / c.name / f"{chip_id}.{ext}", inst[None].astype(inst_dtype), chip_format,
+                            {"crs": src.crs, "transform": wt})
+            running.update(image, valid)
+            for c in class_table:
+                npx = int((class_map == c.value).sum())
+                pixels_per_class[c.name] += npx
+            sub_values = feature_class_values(sub[class_field].tolist(), class_table, class_field)
+            for c in class_table:
+                feats_per_class[c.name] += int((sub_values == c.value).sum())
+            pairs.append((f"{IMAGES_DIR}/{chip_id}.{ext}", f"{LABELS_DIR}/{chip_id}.{ext}"))
+            n_chips += 1
     if n_chips == 0:
         raise DataError(f"No chip was written: {n_empty} chips had too few labels and {n_nodata} too much no-data. "
                         "Lower min_label_fraction, raise max_nodata_fraction, or check that labels cover the raster.")

@@ -50,7 +50,7 @@ from .predictor import TilePredictor
 from .stitching import TileStitcher
 from .tiling import TileGrid, TileReader
 from .vectorize import VECTOR_DRIVERS, PanopticVectorizer, write_features
-from .writer import describe, panoptic_dtype, panoptic_profile, scratch_profile, write_cog, write_colortable_sidecar
+from .writer import describe, panoptic_dtype, panoptic_profile, scratch_profile, write_class_sidecar, write_cog
 
 __all__ = ["RasterJob", "RasterPrediction", "check_bands", "gdal_env", "RASTER_EXTS"]
 
@@ -469,7 +469,7 @@ class RasterJob:
 
         t0 = time.perf_counter()
         write_cog(stitched, scratch.partial_raster)
-        write_colortable_sidecar(scratch.partial_raster, class_table)
+        write_class_sidecar(scratch.partial_raster, class_table)
         self.timings["cog"] = time.perf_counter() - t0
         return n_instances
 

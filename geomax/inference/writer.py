@@ -32,7 +32,7 @@ import rasterio.shutil
 from ..data.classes import ClassTable
 
 __all__ = ["PANOPTIC_BANDS", "NODATA", "RAT_COLUMNS", "panoptic_dtype", "scratch_profile", "panoptic_profile",
-           "colormap", "attribute_rows", "class_sidecar_xml", "write_class_sidecar", "write_colortable_sidecar",
+           "colormap", "attribute_rows", "class_sidecar_xml", "write_class_sidecar",
            "write_cog", "describe"]
 
 #: Band descriptions of the panoptic raster.
@@ -143,10 +143,6 @@ def write_class_sidecar(raster_path: str | os.PathLike, class_table: ClassTable)
     side = Path(str(raster_path) + ".aux.xml")
     side.write_text(class_sidecar_xml(class_table), encoding="utf-8")
     return side
-
-
-#: The name :mod:`geomax.inference.job` imports (the sidecar held only the colour table before).
-write_colortable_sidecar = write_class_sidecar
 
 
 def write_cog(src_path: str | os.PathLike, dst_path: str | os.PathLike, blocksize: int = 256,

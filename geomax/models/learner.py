@@ -412,8 +412,8 @@ class MaXDeepLab:
         Parameters
         ----------
         image:
-            A path to a (georeferenced) image readable by rasterio, or an array
-            (bands, H, W) (or (H, W, bands)) of raw pixel values, any size.
+            A local path or any name GDAL opens (an ``https://`` or ``s3://`` URL, ``/vsizip/...``),
+            or an array (bands, H, W) (or (H, W, bands)) of raw pixel values, any size.
         visualize:
             Also draw the image with the result.
         bands:

@@ -13,6 +13,7 @@ from typing import Any, Callable, Sequence
 from ..data.export import ExportInfo, export_training_data
 from ..data.sources import check_raster
 from ..errors import DataError
+from ..log import get_logger
 
 __all__ = ["export"]
 
@@ -26,7 +27,7 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
            keep_empty: bool = not _DEFAULTS["skip_empty"],
            max_nodata_fraction: float = _DEFAULTS["max_nodata_fraction"], label_layer: str | None = None,
            background: str = _DEFAULTS["background"], overwrite: bool = False,
-           log: Callable[[str], Any] = print) -> ExportInfo:
+           log: Callable[[str], Any] | None = None, progress: bool = False) -> ExportInfo:
     """Export training chips with :func:`geomax.data.export.export_training_data` and log a summary.
 
     Parameters
@@ -52,7 +53,9 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
     keep_empty:
         Also export chips without any label (``skip_empty=False``).
     log:
-        Where the note and the summary line go.
+        Where the note and the summary line go (default: the ``geomax.workflows`` logger).
+    progress:
+        Show the chips done (a progress bar, or the toolbox's progressor).
 
     Returns
     -------
@@ -66,6 +69,7 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
         before anything is written), or
         :func:`~geomax.data.export.export_training_data`'s errors.
     """
+    log = log or get_logger("geomax.workflows").info
     check_raster(raster, "input raster")  # a missing file, or a URL / GDAL name that does not open
     if isinstance(labels, (str, os.PathLike)) and not Path(labels).exists():
         raise DataError(f"Label file '{labels}' does not exist. Check the path (relative paths start from the current "
@@ -80,7 +84,7 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
     info = export_training_data(raster, labels, out, class_field=class_field, thing_classes=thing_classes,
                                 class_table=class_table, tile_size=tile_size, stride=stride, chip_format=chip_format,
                                 bands=bands, skip_empty=not keep_empty, max_nodata_fraction=max_nodata_fraction,
-                                label_layer=label_layer, overwrite=overwrite, progress=False, background=background)
+                                label_layer=label_layer, overwrite=overwrite, progress=progress, background=background)
     log(f"Exported {info.n_chips} chips of {info.tile_size} px to {info.out_folder} "
         f"(classes: {', '.join(info.class_table.names)}; things: {', '.join(info.class_table.thing_names) or 'none'})")
     log(info.background)

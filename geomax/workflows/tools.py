@@ -456,7 +456,8 @@ def _run_export(v: dict, log, progress: bool) -> Any:
                    thing_classes=v["thing_classes"], class_table_source=v["class_table_source"],
                    tile_size=v["tile_size"], stride=v["stride"], chip_format=v["chip_format"], bands=v["bands"],
                    keep_empty=v["keep_empty"], max_nodata_fraction=v["max_nodata_fraction"],
-                   label_layer=v["label_layer"], background=v["background"], overwrite=v["overwrite"], log=log)
+                   label_layer=v["label_layer"], background=v["background"], overwrite=v["overwrite"], log=log,
+                   progress=progress)
 
 
 def _run_train(v: dict, log, progress: bool) -> Any:
@@ -575,7 +576,7 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
              geomax export scene.tif labels.gpkg chips --classes model_or_export_folder
          """,
          script_example="python ExportTrainingDataForDeepLearning.py scene.tif labels.gpkg chips "
-                        "--thing_classes building tree --tile_size 256"),
+                        "--thing_classes building tree --tile_size 256", progress=True),
     Tool("TrainDeepLearningModel", "Train Deep Learning Model (MaXDeepLab)",
          "Train a MaXDeepLab panoptic segmentation model on a training-data export and save the model folder "
          "(.pth, .emd, .dlpk, model_metrics.html). The recipe is geomax's one TrainConfig: settings not "
