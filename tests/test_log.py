@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 import geomax
-from geomax.cli import build_parser, main
+from geomax.cli import _UsageError, build_parser, main
 from geomax.log import get_logger, set_verbosity, use_root_handlers
 
 ROOT = Path(geomax.__file__).parent
@@ -46,14 +46,18 @@ def test_an_application_can_route_geomax_records_to_its_own_handlers(level):
             records.append(record.getMessage())
 
     keep = Keep()
-    logging.getLogger().addHandler(keep)
+    app_root = logging.getLogger()
+    app_level = app_root.level
+    app_root.addHandler(keep)
+    app_root.setLevel(logging.INFO)  # the application's configuration decides (the root's default is WARNING)
     try:
         use_root_handlers()
         get_logger("geomax.workflows").info("Model saved to m")
         assert records == ["Model saved to m"]
         assert not root.handlers or all(type(h).__name__ != "_CurrentStdout" for h in root.handlers)
     finally:
-        logging.getLogger().removeHandler(keep)
+        app_root.removeHandler(keep)
+        app_root.setLevel(app_level)
         import geomax.log as glog
 
         glog._own_handler = True
@@ -66,7 +70,8 @@ def test_every_subcommand_takes_quiet_and_verbose():
     for name, parser in sub.choices.items():
         flags = {s for a in parser._actions for s in a.option_strings}
         assert {"-q", "--quiet", "-v", "--verbose"} <= flags, name
-        with pytest.raises(SystemExit):  # argparse's own exit: one of the two only
+        # one of the two only; geomax's parsers (subcommands too) raise instead of exiting from argparse
+        with pytest.raises(_UsageError, match="not allowed with"):
             parser.parse_args(["-q", "-v"])
 
 

@@ -290,17 +290,25 @@ def predict_raster_distributed(
     tiling = resolve_tiling(base, local.chip_size, local.tile_multiple, tile_size=tile_size, overlap=overlap,
                             batch_size=batch_size, block_size=block_size, merge_iou=merge_iou)
     runs = []
-    for job in jobs:
-        job.prepare(local, tiling, bands)
-        runs.append(_RasterRun(job, TileBlocks.of_size(job.grid, tiling.block_size),
-                               TileStitcher(job.grid, merge_iou=tiling.merge_iou)))
-
-    client, own_client = _get_client(client)
+    try:
+        for job in jobs:
+            job.prepare(local, tiling, bands)
+            runs.append(_RasterRun(job, TileBlocks.of_size(job.grid, tiling.block_size),
+                                   TileStitcher(job.grid, merge_iou=tiling.merge_iou)))
+        client, own_client = _get_client(client)
+    except BaseException:
+        for job in jobs:  # a mosaic's VRT (a folder in the list) is the only thing prepare writes
+            job.discard()
+        raise
     try:
         if source is local:  # one copy per worker, deserialised once and kept while the job runs
             source = client.scatter(local, broadcast=True, hash=False)
         return _run(client, runs, source, local.class_table, tiling, predict_options, resources,
                     max_blocks_in_flight, simplify_tolerance, progress)
+    except BaseException:
+        for job in jobs:  # _run discards its unfinished jobs; a failed scatter left them all (safe twice)
+            job.discard()
+        raise
     finally:
         if own_client:
             cluster = getattr(client, "cluster", None)

@@ -139,8 +139,8 @@ def predict_raster(
                             overlap=overlap, batch_size=batch_size, merge_iou=merge_iou)
     job = RasterJob(in_raster, out_raster, out_features, overwrite=overwrite)
     job.prepare(predictor, tiling, bands)
-    stitcher = TileStitcher(job.grid, merge_iou=tiling.merge_iou)
     try:
+        stitcher = TileStitcher(job.grid, merge_iou=tiling.merge_iou)  # in here: a mosaic's VRT is removed on error
         job.open()
         with Progress(len(job.grid), progress, "tiles") as bar, gdal_env(), \
                 rasterio.open(job.in_raster) as src:

@@ -239,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             lines("error", message="The parameter values on stdin must be a JSON object {name: value}.")
             return EXIT_USER_ERROR
         return run(args[1], values, lines)
-    print(_USAGE, file=sys.stderr)
+    sys.stderr.write(_USAGE + "\n")
     return EXIT_USER_ERROR
 
 

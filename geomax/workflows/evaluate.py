@@ -145,7 +145,11 @@ def evaluate(prediction, reference, *, model=None, image: str | os.PathLike | No
         ``image`` given with ``model``.
     """
     if out_json is not None:
-        check_outputs_apart({"prediction": prediction if isinstance(prediction, (str, os.PathLike)) else None,
+        # with a model, prediction may be a list of rasters (one mosaic): each of them is an input too
+        listed = {f"input raster {i}": p for i, p in enumerate(prediction, start=1)
+                  if isinstance(p, (str, os.PathLike))} if isinstance(prediction, (list, tuple)) else {}
+        check_outputs_apart({**listed,
+                             "prediction": prediction if isinstance(prediction, (str, os.PathLike)) else None,
                              "reference": reference if isinstance(reference, (str, os.PathLike)) else None,
                              "reference instances": reference_instances, "image": image,
                              "model": model if isinstance(model, (str, os.PathLike)) else None},
