@@ -300,3 +300,26 @@ def test_an_export_with_a_background_class_gets_no_second_one(synthetic_scene, t
                          class_field=CLASS_FIELD, thing_classes=["building"], tile_size=64, progress=False)
     data = prepare_data(tmp_path / "chips", batch_size=2, val_split_pct=0.0, transforms=False)
     assert data.class_table.names == ["building", "background"] and "'void'" in data.background
+
+
+def test_source_bands_compose_extract_bands_with_the_chip_selection_and_warn_when_exports_differ():
+    """Chip band b of an export of ExtractBands [1, 2] is source band 1 + b; exports cut from different
+    source bands get one warning naming each export's bands (the first export's are used)."""
+    import types
+    import warnings as _warnings
+
+    from geomax.data.prepare import source_bands
+
+    a = types.SimpleNamespace(root="a", extract_bands=[1, 2])
+    b = types.SimpleNamespace(root="b", extract_bands=[0, 3])
+    full = types.SimpleNamespace(root="c", extract_bands=None)
+    with _warnings.catch_warnings():
+        _warnings.simplefilter("error")  # the same bands on every export: no warning
+        assert source_bands([a, a], 2, None) == [1, 2]
+        assert source_bands([a], 2, [1]) == [2]
+        assert source_bands([full], 3, [2, 0]) == [2, 0]
+        mismatched = types.SimpleNamespace(root="d", extract_bands=[0, 1, 2])  # not the chips' band count
+        assert source_bands([mismatched], 2, None) == [0, 1]
+    with pytest.warns(UserWarning, match=r"different source bands \(a: \[1, 2\]; b: \[0, 3\]\)") as record:
+        assert source_bands([a, b], 2, None) == [1, 2]
+    assert len(record) == 1 and "Pass bands= to predict" in str(record[0].message)
