@@ -57,6 +57,18 @@ def _formatter(prog):
     return argparse.RawDescriptionHelpFormatter(prog, max_help_position=34, width=100)
 
 
+class _CommandLog:
+    """The log a tool command runs with: messages through the ``geomax.cli`` logger (hidden by ``-q``),
+    results (the metrics table of ``evaluate``) on stdout always."""
+
+    def __call__(self, message: str) -> None:
+        log.info(message)
+
+    @staticmethod
+    def result(text: str) -> None:
+        print(text)
+
+
 def _add_verbosity(parser: argparse.ArgumentParser) -> None:
     """``-q`` / ``-v`` of every subcommand."""
     group = parser.add_mutually_exclusive_group()
@@ -77,7 +89,7 @@ def _add_tool_command(sub, tool: Tool) -> None:
     _add_verbosity(p)
 
     def run(args) -> int:
-        run_tool(tool.name, cli_values(tool, args), log=log.info, progress=tool.progress and not args.quiet,
+        run_tool(tool.name, cli_values(tool, args), log=_CommandLog(), progress=tool.progress and not args.quiet,
                  name_of=lambda param: param.flag)
         return 0
 

@@ -496,7 +496,8 @@ def _run_accuracy(v: dict, log, progress: bool) -> Any:
                        reference_instances=v["in_reference_instances"], tile_size=v["tile_size"],
                        window_size=v["window_size"], out_json=v["out_json"], overwrite=v["overwrite"],
                        progress=progress)
-    log(format_metrics(metrics))
+    # the table is the tool's result: a log with a ``result`` channel (``geomax``: stdout even when quiet)
+    getattr(log, "result", log)(format_metrics(metrics))
     if v["out_json"]:
         log(f"Metrics written to {v['out_json']}.")
     return metrics
