@@ -176,6 +176,8 @@ def test_a_small_window_of_a_remote_cog_reads_a_small_part_of_it(http_server, gd
     size = cog.stat().st_size
     assert size > 3 * 1024 * 1024
     assert 0 < sent < 0.25 * size, (sent, size, requests)
+    print(f"64x64 window of a {size} byte COG over HTTP: {sent} bytes in {len(requests)} requests "
+          f"({100 * sent / size:.1f} % of the file)")
     assert all(h is not None for method, _, h in requests if method == "GET"), requests  # every GET a range
 
 
