@@ -8,12 +8,18 @@ import geomax
 ROOT = Path(geomax.__file__).parent
 
 
-def import_graph() -> dict[str, set[str]]:
-    """Module -> geomax modules it imports (module level or inside functions)."""
+def geomax_modules() -> dict[str, Path]:
+    """Module name -> its file, for every module of the package (a package by its ``__init__``)."""
     mods = {}
     for path in ROOT.rglob("*.py"):
         name = ".".join(("geomax",) + path.relative_to(ROOT).with_suffix("").parts)
         mods[name.removesuffix(".__init__")] = path
+    return mods
+
+
+def import_graph() -> dict[str, set[str]]:
+    """Module -> geomax modules it imports (module level or inside functions)."""
+    mods = geomax_modules()
     graph = collections.defaultdict(set)
     for name, path in mods.items():
         pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]

@@ -22,6 +22,9 @@ from rasterio.windows import Window
 import geomax
 from geomax.workflows.predict import load_predictor, predict_raster
 
+sys.path.insert(0, str(Path(__file__).parent))
+from test_import_graph import geomax_modules, import_graph  # noqa: E402  (the one import-graph reader)
+
 ROOT = Path(geomax.__file__).parent
 #: fastai and the packages that come with it; none may be needed to predict.
 BLOCKED = ("fastai", "fastcore", "fastprogress")
@@ -133,38 +136,9 @@ def test_a_saved_model_predicts_without_fastai(trained_model_folder, synthetic_s
 INFERENCE_ROOTS = ("geomax.workflows.predict", "geomax.models.loading", "geomax.models.predictor")
 
 
-def _modules() -> dict[str, Path]:
-    mods = {}
-    for path in ROOT.rglob("*.py"):
-        name = ".".join(("geomax",) + path.relative_to(ROOT).with_suffix("").parts)
-        mods[name.removesuffix(".__init__")] = path
-    return mods
-
-
-def _geomax_imports(name: str, path: Path, mods: dict[str, Path]) -> set[str]:
-    """geomax modules that module ``name`` imports, at module level or inside functions."""
-    pkg = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.ImportFrom):
-            if node.level:
-                parts = pkg.split(".")
-                base = parts[: len(parts) - node.level + 1]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
-            candidates = [target] + [f"{target}.{a.name}" for a in node.names]
-        elif isinstance(node, ast.Import):
-            candidates = [a.name for a in node.names]
-        else:
-            continue
-        found.update(c for c in candidates if c in mods)
-    return found
-
-
 def inference_modules() -> set[str]:
     """Every geomax module the inference entry points can import (their packages' ``__init__`` too)."""
-    mods = _modules()
+    graph = import_graph()
     seen: set[str] = set()
     todo = list(INFERENCE_ROOTS)
     while todo:
@@ -174,7 +148,7 @@ def inference_modules() -> set[str]:
         seen.add(name)
         parts = name.split(".")
         todo.extend(".".join(parts[:i]) for i in range(1, len(parts)))  # importing a module runs its packages
-        todo.extend(_geomax_imports(name, mods[name], mods))
+        todo.extend(graph[name])
     return seen
 
 
@@ -224,7 +198,7 @@ def test_inference_modules_import_no_fastai():
             "geomax.models.state", "geomax.inference.tile_loop", "geomax.inference.predict_raster",
             "geomax.inference.worker", "geomax.data.image_io", "geomax"} <= modules
     assert "geomax.models.learner" not in modules and "geomax.data.prepare" not in modules
-    mods = _modules()
+    mods = geomax_modules()
     offending = {}
     for name in sorted(modules):
         bad = [(line, module) for line, module, guarded in fastai_imports(ast.parse(mods[name].read_text()))

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 from ..errors import ArgumentError, DataError
 from .sources import open_raster, raster_source
 
-__all__ = ["MOSAIC_EXTS", "Mosaic", "MosaicPart", "mosaic_inputs", "write_mosaic_vrt"]
+__all__ = ["MOSAIC_EXTS", "Mosaic", "MosaicPart", "folder_rasters", "mosaic_inputs", "write_mosaic_vrt"]
 
 #: Extensions of the rasters a folder mosaic is made of.
 MOSAIC_EXTS = (".tif", ".tiff")
@@ -29,6 +29,16 @@ MOSAIC_EXTS = (".tif", ".tiff")
 _GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
                "int32": "Int32", "uint64": "UInt64", "int64": "Int64", "float32": "Float32", "float64": "Float64"}
 _GRID_TOLERANCE = 1e-3  # of a pixel: offsets closer than this to whole pixels are on the grid
+
+
+def folder_rasters(folder: Path, purpose: str) -> list[Path]:
+    """The GeoTIFFs (:data:`MOSAIC_EXTS`) of a folder, sorted; a :class:`DataError` naming ``purpose``
+    (``"mosaic"``, ``"predict"``) when it holds none."""
+    found = sorted(p for p in folder.iterdir() if p.suffix.lower() in MOSAIC_EXTS and p.is_file())
+    if not found:
+        raise DataError(f"The folder '{folder}' holds no GeoTIFF (.tif / .tiff) to {purpose}. Check the folder, "
+                        "or give the rasters as a list of paths.")
+    return found
 
 
 def mosaic_inputs(rasters) -> list[str | Path] | None:
@@ -55,11 +65,7 @@ def mosaic_inputs(rasters) -> list[str | Path] | None:
     if isinstance(rasters, (str, os.PathLike)):
         source = raster_source(rasters)
         if isinstance(source, Path) and source.is_dir():
-            found = sorted(p for p in source.iterdir() if p.suffix.lower() in MOSAIC_EXTS and p.is_file())
-            if not found:
-                raise DataError(f"The folder '{source}' holds no GeoTIFF (.tif / .tiff) to mosaic. Check the folder, "
-                                "or give the rasters as a list.")
-            return list(found)
+            return folder_rasters(source, "mosaic")
         return None
     try:
         items = list(rasters)

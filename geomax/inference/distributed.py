@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from ..config import TilingConfig
+from ..data.mosaic import folder_rasters
 from ..data.sources import check_raster, raster_source, raster_stem
 from ..errors import ArgumentError, DataError
 from .job import RASTER_EXTS, RasterJob, RasterPrediction
@@ -73,11 +74,7 @@ def list_rasters(in_rasters) -> list[str | Path]:
     if isinstance(in_rasters, (str, os.PathLike)):
         source = raster_source(in_rasters)
         if isinstance(source, Path) and source.is_dir():
-            found = sorted(p for p in source.iterdir() if p.suffix.lower() in RASTER_EXTS and p.is_file())
-            if not found:
-                raise DataError(f"The folder '{source}' holds no GeoTIFF (.tif / .tiff) to predict. Check the folder, "
-                                "or pass the rasters as a list of paths.")
-            return list(found)
+            return folder_rasters(source, "predict")
         given = [in_rasters]
     else:
         given = list(in_rasters)
