@@ -168,6 +168,15 @@ def test_band_subset_model_reads_its_bands_from_a_full_image(chips):
     assert (from_path.class_map[~valid] == 0).all()
 
 
+def _overfit(small):
+    """Train the tiny variant on a handful of chips for :data:`OVERFIT_EPOCHS`; its metrics on those chips."""
+    torch.manual_seed(0)
+    model = MaXDeepLab(small, backbone="max_deeplab_tiny")
+    with model.learn.no_bar(), model.learn.no_logging():
+        model.fit(OVERFIT_EPOCHS, lr=3e-3, checkpoint=False, monitor="train_loss")
+    return model.compute_metrics(dl=small.train.new(shuffle=False, drop_last=False))
+
+
 def test_overfitting_a_handful_of_chips_reaches_pq_090(tmp_path):
     """Four 64 px chips (buildings in touching rows, vehicles of 4x8 px on a road): the
     learner must reproduce them, PQ >= 0.9 on the same chips (issue: the learner)."""
@@ -176,11 +185,7 @@ def test_overfitting_a_handful_of_chips_reaches_pq_090(tmp_path):
                          class_table=SYNTHETIC_CLASSES, tile_size=64, progress=False)
     small = prepare_data(tmp_path / "chips", batch_size=4, val_split_pct=0.0, transforms=False)
     assert len(small.train_ds) == 4
-    torch.manual_seed(0)
-    model = MaXDeepLab(small, backbone="max_deeplab_tiny")
-    with model.learn.no_bar(), model.learn.no_logging():
-        model.fit(OVERFIT_EPOCHS, lr=3e-3, checkpoint=False, monitor="train_loss")
-    metrics = model.compute_metrics(dl=small.train.new(shuffle=False, drop_last=False))
+    metrics = _overfit(small)
     assert metrics["all"]["pq"] >= 0.9, metrics["all"]
     assert metrics["things"]["pq"] >= 0.8, metrics["things"]
 
@@ -204,11 +209,7 @@ def test_footprints_only_labels_train_with_the_background_class_to_pq_things_080
     assert len(small.train_ds) == 4 and small.class_table.names == ["building", "background"]
     sample = small.train_ds.load_sample(0)
     assert (sample.class_index[sample.valid] > 0).all()  # every valid pixel is a building or background
-    torch.manual_seed(0)
-    model = MaXDeepLab(small, backbone="max_deeplab_tiny")
-    with model.learn.no_bar(), model.learn.no_logging():
-        model.fit(OVERFIT_EPOCHS, lr=3e-3, checkpoint=False, monitor="train_loss")
-    metrics = model.compute_metrics(dl=small.train.new(shuffle=False, drop_last=False))
+    metrics = _overfit(small)
     assert metrics["things"]["pq"] >= 0.8, metrics["things"]
     assert metrics["per_class"]["background"]["pq"] >= 0.8, metrics["per_class"]
     # the void option: the same footprints leave the unlabelled pixels void (ignored by every loss term)
