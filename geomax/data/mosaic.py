@@ -65,7 +65,7 @@ def mosaic_inputs(rasters) -> list[str | Path] | None:
     if isinstance(rasters, (str, os.PathLike)):
         source = raster_source(rasters)
         if isinstance(source, Path) and source.is_dir():
-            return folder_rasters(source, "mosaic")
+            return list(folder_rasters(source, "mosaic"))  # as list[str | Path]
         return None
     try:
         items = list(rasters)

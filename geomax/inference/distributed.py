@@ -74,7 +74,7 @@ def list_rasters(in_rasters) -> list[str | Path]:
     if isinstance(in_rasters, (str, os.PathLike)):
         source = raster_source(in_rasters)
         if isinstance(source, Path) and source.is_dir():
-            return folder_rasters(source, "predict")
+            return list(folder_rasters(source, "predict"))  # as list[str | Path]
         given = [in_rasters]
     else:
         given = list(in_rasters)
