@@ -115,11 +115,6 @@ def _pick_class_field(gdf, class_field: str | None, source: Path) -> str:
 
 
 # --------------------------------------------------------------------------- reading helpers
-def _open_raster(path, what: str):
-    """Open a raster (a local path or any name GDAL opens): :func:`geomax.data.sources.open_raster`."""
-    return open_raster(path, what)
-
-
 def _same_grid(a, b) -> bool:
     return (a.width, a.height) == (b.width, b.height) and a.transform.almost_equals(b.transform) and \
         (a.crs == b.crs or a.crs is None or b.crs is None)
@@ -219,7 +214,7 @@ def evaluate_raster(
     if class_table is not None:
         class_table = load_class_table(class_table)  # fail on a bad class source before opening anything
 
-    pred_src = _open_raster(prediction, "prediction raster")
+    pred_src = open_raster(prediction, "prediction raster")
     stack = [pred_src]
     try:
         if class_table is None:
@@ -251,7 +246,7 @@ def evaluate_raster(
 
             feature_class_values(gdf[vector_field].tolist(), class_table, vector_field)
         else:
-            ref_src = _open_raster(ref_path, "reference raster")
+            ref_src = open_raster(ref_path, "reference raster")
             stack.append(ref_src)
             if not _same_grid(pred_src, ref_src):
                 raise InputMismatchError(
@@ -259,14 +254,14 @@ def evaluate_raster(
                     f"prediction's grid ({pred_src.width}x{pred_src.height}, {pred_src.crs}). Resample it onto the "
                     "prediction's grid, or give the labels as vectors.")
             if reference_instances is not None:
-                inst_src = _open_raster(reference_instances, "reference instance raster")
+                inst_src = open_raster(reference_instances, "reference instance raster")
                 stack.append(inst_src)
                 if not _same_grid(pred_src, inst_src):
                     raise InputMismatchError(f"The reference instance raster '{reference_instances}' is not on the "
                                              "prediction's grid. Resample it onto the prediction's grid (same size, "
                                              "transform and CRS as the reference raster).")
         if valid_raster is not None:
-            valid_src = _open_raster(valid_raster, "valid-pixel raster")
+            valid_src = open_raster(valid_raster, "valid-pixel raster")
             stack.append(valid_src)
             if not _same_grid(pred_src, valid_src):
                 raise InputMismatchError(f"'{valid_raster}' is not on the prediction's grid; give the input image "
