@@ -1,17 +1,34 @@
-"""Training throughput of the MaXDeepLab learner: images per second, full precision and mixed precision.
+"""Training speed of the MaXDeepLab learner: the step inside ``fit`` against the bare network, mixed precision.
 
-Trains ``--backbone`` on synthetic chips of ``--chip-size`` px through the real
-``MaXDeepLab`` learner (fastai loop, loss, matching; validation skipped), times
-``--batches`` training batches after ``--warmup`` untimed ones, and reports
-images per second. On CUDA it runs twice in the same process, full precision
-(float32) and mixed precision (fastai's ``to_fp16``, what ``fit`` turns on on
-CUDA), and reports the ratio; on a CPU only float32 runs.
+Every figure comes from the real ``MaXDeepLab`` learner (fastai loop, loss, Hungarian
+matching, data loading, validation, checkpoints) on synthetic exports made by the
+script, with the default variant of the machine (``max_deeplab_cpu`` on a CPU). Four
+parts, each a ratio measured in this run:
 
-Prints a table and writes ``benchmarks/results/bench_train_speed.json``.
+``overhead``
+    A time-budgeted ``fit`` (``--budget-minutes``, the path ``geomax train --minutes``
+    takes) on three exports: 128 px chips; 256 px chips with the default recipe (on a CPU
+    random 128 px crops); 256 px chips with ``chip_size=256``. The step inside ``fit`` is
+    the fit's wall time over its training batches (validation, checkpoints and loading
+    included); the bare step is forward + backward + SGD with a trivial loss (the mean of
+    every output) on one batch of the same size and precision. Their ratio is what the
+    training loop adds to the network. The 256 px default-recipe export also runs with
+    ``mixed_precision="off"``: the steps per minute bfloat16 gains inside ``fit``, and the
+    steps a 15-minute budget gives (extrapolated from the budget run: steps per second x 900).
+``sizes``
+    Images per second of the training step (loader, network, loss, optimiser; no
+    validation) at ``--sizes`` px, float32 and mixed precision.
+``quality``
+    Validation PQ after the same number of optimiser steps (``--quality-epochs`` epochs
+    of a 128 px export) in float32 and in mixed precision, seed 0, plus float32 with
+    seed 1: the seed-to-seed difference is the noise the precision difference is read against.
 
-    python benchmarks/bench_train_speed.py                                   # GPU: max_deeplab_s, 512 px
-    python benchmarks/bench_train_speed.py --backbone max_deeplab_tiny --chip-size 128 --batch-size 4 \\
-        --batches 3 --warmup 1                                               # CPU smoke run
+On a CPU without native bfloat16 (and with ``mixed_precision="auto"``) both precisions
+run float32 and the ratio is 1. Prints tables and writes
+``benchmarks/results/bench_train_speed.json``. Run it alone on the machine.
+
+    python benchmarks/bench_train_speed.py                                  # all parts (about 20 minutes on 2 cores)
+    python benchmarks/bench_train_speed.py --parts overhead --budget-minutes 1
 """
 from __future__ import annotations
 
@@ -27,26 +44,88 @@ import torch
 HERE = Path(__file__).resolve().parent
 
 
-def make_chips(folder: Path, chip: int, n_chips: int):
+def make_chips(folder: Path, chip: int, n_chips: int, seed: int = 11) -> Path:
+    """A synthetic export of about ``n_chips`` chips of ``chip`` px (no overlap)."""
     from geomax import export_training_data
     from geomax.data.synthetic import SYNTHETIC_CLASSES, make_scene
 
     side = chip * max(2, int(n_chips ** 0.5 + 0.999))
-    make_scene(folder / "scene.tif", folder / "scene.gpkg", size=side, seed=11)
+    folder.mkdir(parents=True, exist_ok=True)
+    make_scene(folder / "scene.tif", folder / "scene.gpkg", size=side, seed=seed)
     export_training_data(folder / "scene.tif", folder / "scene.gpkg", folder / "chips", class_table=SYNTHETIC_CLASSES,
                          tile_size=chip, progress=False)
     return folder / "chips"
 
 
-def timed_training(chips: Path, args, mixed: bool) -> dict:
-    """Images per second over ``args.batches`` batches after ``args.warmup`` (one fresh model)."""
+def _has_mixed_precision() -> bool:
+    from geomax.config import TrainConfig
+
+    return "mixed_precision" in TrainConfig.field_names()
+
+
+def _model(chips: Path, chip_size: int | None, batch_size: int, seed: int = 0):
+    from geomax import MaXDeepLab, prepare_data
+    from geomax.config import TrainConfig
+
+    gpu = torch.cuda.is_available()
+    probe = prepare_data(chips, batch_size=batch_size, val_split_pct=0.1)
+    size = TrainConfig(chip_size=chip_size).training_chip_size(int(probe.chip_size), gpu) \
+        if hasattr(TrainConfig, "training_chip_size") else (chip_size or probe.chip_size)
+    data = prepare_data(chips, chip_size=size, batch_size=batch_size, val_split_pct=0.1)
+    torch.manual_seed(seed)
+    return MaXDeepLab(data), data
+
+
+def _mixed_on(device) -> bool:
+    """Whether ``mixed_precision="auto"`` autocasts on ``device`` (bfloat16 on a CPU with native support)."""
+    try:
+        from geomax.models.precision import autocast_dtype
+    except ImportError:
+        return False
+    return autocast_dtype(device, "auto") is not None
+
+
+def bare_step(model, data, mixed: bool, repeats: int = 5) -> float:
+    """Median seconds of forward + backward + SGD step with a trivial loss on one training batch."""
+    net = model.learn.model
+    net.train()
+    xb, _ = next(iter(data.train))
+    opt = torch.optim.SGD(net.parameters(), lr=1e-6)
+    times = []
+    for i in range(repeats + 2):
+        t0 = time.perf_counter()
+        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=mixed):
+            out = net(xb)
+        loss = sum(v.float().mean() for v in out.values() if v.is_floating_point())
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+        if i >= 2:  # two warm-up steps
+            times.append(time.perf_counter() - t0)
+    return sorted(times)[len(times) // 2]
+
+
+def budget_fit(chips: Path, chip_size: int | None, args, mixed: bool) -> dict:
+    """A ``fit(minutes=...)`` with the defaults; its step time, and the bare step of the same model."""
+    model, data = _model(chips, chip_size, args.batch_size)
+    options = {"mixed_precision": "auto" if mixed else "off"} if _has_mixed_precision() else {}
+    t0 = time.perf_counter()
+    model.fit(minutes=args.budget_minutes, warn_empty=False, **options)
+    wall = time.perf_counter() - t0
+    steps = model.steps_trained
+    bare = bare_step(model, data, mixed and _mixed_on(model.device))
+    fit_step = wall / max(steps, 1)
+    return {"train_chip_size": int(data.chip_size), "mixed_precision": mixed, "budget_s": 60.0 * args.budget_minutes,
+            "wall_s": wall, "steps": steps, "epochs": len(model.history), "fit_step_s": fit_step, "bare_step_s": bare,
+            "fit_over_bare": fit_step / bare, "steps_per_15_min": steps / wall * 900.0,
+            "final_valid_pq": (model.history[-1].get("panoptic_quality") if model.history else None)}
+
+
+def images_per_second(chips: Path, size: int, args, mixed: bool) -> dict:
+    """Training images per second over ``args.batches`` batches after ``args.warmup`` (no validation)."""
     from fastai.callback.core import Callback, CancelFitException, CancelValidException
 
-    from geomax import MaXDeepLab, prepare_data
-
-    data = prepare_data(chips, chip_size=args.chip_size, batch_size=args.batch_size, val_split_pct=0.1)
-    torch.manual_seed(0)
-    model = MaXDeepLab(data, backbone=args.backbone)
+    model, data = _model(chips, size, args.batch_size)
     cuda = model.device.type == "cuda"
 
     class Clock(Callback):
@@ -56,13 +135,13 @@ def timed_training(chips: Path, args, mixed: bool) -> dict:
             self.n, self.t0, self.seconds = 0, None, None
 
         def before_batch(self):
-            if self.n == args.warmup:
+            if self.training and self.n == args.warmup:
                 if cuda:
                     torch.cuda.synchronize()
                 self.t0 = time.perf_counter()
 
         def before_validate(self):
-            raise CancelValidException()  # only training steps are timed; no validation between epochs
+            raise CancelValidException()
 
         def after_batch(self):
             if not self.training:
@@ -75,53 +154,141 @@ def timed_training(chips: Path, args, mixed: bool) -> dict:
                 raise CancelFitException()
 
     clock = Clock()
-    learn = model.learn
-    learn.to_fp16() if mixed else learn.to_fp32()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
+    options = {"mixed_precision": "auto" if mixed else "off"} if _has_mixed_precision() else {}
     epochs = 1 + (args.warmup + args.batches) // max(len(data.train), 1)
-    learn.fit(epochs, args.lr, cbs=[clock])
+    model.fit(epochs, checkpoint=False, warn_empty=False, cbs=[clock], **options)
     if clock.seconds is None:
-        raise RuntimeError(f"Only {clock.n} batches ran; make more chips (--chips) or fewer batches.")
-    images = args.batches * args.batch_size
-    return {"precision": "mixed (fp16)" if mixed else "float32", "device": str(model.device),
-            "batches": args.batches, "images": images, "seconds": clock.seconds,
-            "images_per_s": images / clock.seconds,
+        raise RuntimeError(f"Only {clock.n} batches ran; make more chips or fewer batches.")
+    return {"size": size, "mixed_precision": mixed, "images_per_s": args.batches * args.batch_size / clock.seconds,
+            "step_s": clock.seconds / args.batches,
             "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None}
+
+
+def quality_at_equal_steps(chips: Path, args, mixed: bool, seed: int) -> dict:
+    model, data = _model(chips, None, args.batch_size, seed=seed)
+    options = {"mixed_precision": "auto" if mixed else "off"} if _has_mixed_precision() else {}
+    t0 = time.perf_counter()
+    model.fit(args.quality_epochs, checkpoint=False, warn_empty=False, **options)
+    wall = time.perf_counter() - t0
+    metrics = model.compute_metrics()
+    return {"mixed_precision": mixed, "seed": seed, "steps": model.steps_trained, "wall_s": wall,
+            "pq": metrics["all"]["pq"], "pq_things": metrics["things"]["pq"], "pq_stuff": metrics["stuff"]["pq"]}
+
+
+def _device_name() -> str:
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "cpu"
 
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backbone", default="max_deeplab_s")
-    ap.add_argument("--chip-size", type=int, default=512)
+    ap.add_argument("--parts", nargs="+", default=["overhead", "sizes", "quality"],
+                    choices=["overhead", "sizes", "quality"])
+    ap.add_argument("--budget-minutes", type=float, default=1.5, help="budget of each overhead fit")
+    ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--batches", type=int, default=20, help="timed training batches")
-    ap.add_argument("--warmup", type=int, default=5, help="untimed batches first")
-    ap.add_argument("--chips", type=int, default=64, help="synthetic training chips to make")
-    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--batches", type=int, default=6, help="timed training batches per size")
+    ap.add_argument("--warmup", type=int, default=2, help="untimed batches first")
+    ap.add_argument("--quality-epochs", type=int, default=6, help="epochs of the 128 px export for the PQ check")
+    ap.add_argument("--label", default="", help="a name for this run in the JSON (e.g. the commit)")
     ap.add_argument("--out", default=str(HERE / "results" / "bench_train_speed.json"))
     args = ap.parse_args(argv)
-    rows = []
-    with tempfile.TemporaryDirectory(prefix="bench_train_speed_") as tmp:
-        chips = make_chips(Path(tmp), args.chip_size, args.chips)
-        modes = [False, True] if torch.cuda.is_available() else [False]
-        for mixed in modes:
-            rows.append(timed_training(chips, args, mixed))
-    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
-    print(f"\n{args.backbone}, {args.chip_size} px chips, batch {args.batch_size}, {args.batches} timed batches "
-          f"after {args.warmup}, on {device}")
-    print(f"{'precision':14s} {'images/s':>9s} {'seconds':>8s} {'peak GPU GB':>12s}")
-    for r in rows:
-        mem = "-" if r["peak_gpu_memory_gb"] is None else f"{r['peak_gpu_memory_gb']:.1f}"
-        print(f"{r['precision']:14s} {r['images_per_s']:9.2f} {r['seconds']:8.1f} {mem:>12s}")
-    result = {"benchmark": "train_speed", "args": vars(args), "device": device, "runs": rows}
-    if len(rows) == 2:
-        result["mixed_vs_float32"] = rows[1]["images_per_s"] / rows[0]["images_per_s"]
-        print(f"mixed / float32: {result['mixed_vs_float32']:.2f}x")
+    from geomax.models.learner import default_backbone
+
+    try:
+        from geomax.models.precision import cpu_has_native_bf16
+        native_bf16 = cpu_has_native_bf16()
+    except ImportError:  # a checkout from before mixed precision on CPU
+        native_bf16 = None
+    precisions = [False, True] if _has_mixed_precision() or torch.cuda.is_available() else [False]
+    result: dict = {"benchmark": "train_speed", "label": args.label, "args": {k: v for k, v in vars(args).items()
+                                                                              if k != "out"},
+                    "device": _device_name(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                    "backbone": default_backbone(), "cpu_native_bf16": native_bf16}
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2))
-    print(f"\nwritten {out}")
+
+    def save():
+        out.write_text(json.dumps(result, indent=2))
+
+    with tempfile.TemporaryDirectory(prefix="bench_train_speed_") as tmp:
+        folder = Path(tmp)
+        exports = {128: make_chips(folder / "e128", 128, 120), 256: make_chips(folder / "e256", 256, 30)}
+        if "overhead" in args.parts:
+            cells = [("128 px export", 128, None, True), ("256 px export, default recipe", 256, None, True),
+                     ("256 px export, default recipe", 256, None, False), ("256 px export, chip_size 256", 256, 256, True)]
+            rows = []
+            for name, export, chip_size, mixed in cells:
+                if mixed and not _has_mixed_precision():
+                    mixed = False
+                    if any(r["cell"] == name and not r["mixed_precision"] for r in rows):
+                        continue
+                row = {"cell": name, **budget_fit(exports[export], chip_size, args, mixed)}
+                rows.append(row)
+                print(f"{name:32s} mixed={mixed!s:5s} train {row['train_chip_size']} px: {row['steps']} steps "
+                      f"in {row['wall_s']:.0f} s, fit step {row['fit_step_s']:.3f} s, bare {row['bare_step_s']:.3f} s, "
+                      f"ratio {row['fit_over_bare']:.2f}", flush=True)
+                result["overhead"] = rows
+                save()
+            default = [r for r in rows if r["cell"] == "256 px export, default recipe"]
+            if len(default) == 2:
+                result["bf16_over_fp32_steps_in_fit"] = default[0]["fit_step_s"] and \
+                    default[1]["fit_step_s"] / default[0]["fit_step_s"]
+        if "sizes" in args.parts:
+            rows = []
+            for size in args.sizes:
+                chips = exports.get(size) or make_chips(folder / f"e{size}", size, 12)
+                for mixed in precisions:
+                    row = images_per_second(chips, size, args, mixed)
+                    rows.append(row)
+                    print(f"{size} px mixed={mixed!s:5s}: {row['images_per_s']:.2f} images/s "
+                          f"({row['step_s']:.2f} s a step)", flush=True)
+                    result["sizes"] = rows
+                    save()
+        if "quality" in args.parts:
+            rows = []
+            for mixed, seed in [(False, 0), (True, 0), (False, 1)]:
+                if mixed and len(precisions) < 2:
+                    continue
+                row = quality_at_equal_steps(exports[128], args, mixed, seed)
+                rows.append(row)
+                print(f"quality mixed={mixed!s:5s} seed {seed}: {row['steps']} steps in {row['wall_s']:.0f} s, "
+                      f"PQ {100 * row['pq']:.1f} (things {100 * row['pq_things']:.1f}, "
+                      f"stuff {100 * row['pq_stuff']:.1f})", flush=True)
+                result["quality"] = rows
+                save()
+
+    print(f"\n{result['backbone']}, batch {args.batch_size}, on {result['device']} ({result['threads']} threads), "
+          f"native bf16: {native_bf16}")
+    if "overhead" in result:
+        print(f"\n{'cell':32s} {'precision':9s} {'train px':>8s} {'steps':>6s} {'fit step s':>10s} {'bare step s':>11s} "
+              f"{'fit/bare':>8s} {'steps/15 min':>12s}")
+        for r in result["overhead"]:
+            print(f"{r['cell']:32s} {'bf16' if r['mixed_precision'] else 'float32':9s} {r['train_chip_size']:8d} "
+                  f"{r['steps']:6d} {r['fit_step_s']:10.3f} {r['bare_step_s']:11.3f} {r['fit_over_bare']:8.2f} "
+                  f"{r['steps_per_15_min']:12.0f}")
+        if "bf16_over_fp32_steps_in_fit" in result:
+            print(f"steps per minute in fit, bf16 / float32 (256 px export, default recipe): "
+                  f"{result['bf16_over_fp32_steps_in_fit']:.2f}x")
+    if "sizes" in result:
+        print(f"\n{'size':>5s} {'precision':9s} {'images/s':>9s} {'step s':>7s}")
+        for r in result["sizes"]:
+            print(f"{r['size']:5d} {'bf16' if r['mixed_precision'] else 'float32':9s} {r['images_per_s']:9.2f} "
+                  f"{r['step_s']:7.2f}")
+    if "quality" in result:
+        print(f"\n{'precision':9s} {'seed':>4s} {'steps':>6s} {'wall s':>7s} {'PQ':>6s} {'PQ th':>6s} {'PQ st':>6s}")
+        for r in result["quality"]:
+            print(f"{'bf16' if r['mixed_precision'] else 'float32':9s} {r['seed']:4d} {r['steps']:6d} {r['wall_s']:7.0f} "
+                  f"{100 * r['pq']:6.1f} {100 * r['pq_things']:6.1f} {100 * r['pq_stuff']:6.1f}")
+    save()
+    print(f"\nwritten {out.relative_to(HERE.parent) if out.is_relative_to(HERE.parent) else out.name}")
     return result
 
 

@@ -18,7 +18,7 @@ from ..log import get_logger
 
 log = get_logger(__name__)
 
-__all__ = ["TimeBudget", "LastEpochCheckpoint", "ResumableSaveModel", "ResumableEarlyStopping",
+__all__ = ["TimeBudget", "LastEpochCheckpoint", "Autocast", "ResumableSaveModel", "ResumableEarlyStopping",
            "without_progress_table", "clock", "history_rows"]
 
 
@@ -134,8 +134,57 @@ class TimeBudget(Callback):
             raise CancelFitException()
 
 
+class Autocast(Callback):
+    """Run the network's forward pass under ``torch.autocast`` (bfloat16 on a CPU); loss and backward outside.
+
+    fastai's ``MixedPrecision`` drives CUDA autocast only (with float16's gradient
+    scaler); this is its counterpart for a CPU with native bfloat16, which needs no
+    scaler (bfloat16 has float32's exponent range). The network's outputs are cast to
+    float32 by the loss, which runs outside the autocast region.
+
+    Parameters
+    ----------
+    device_type:
+        ``"cpu"`` (or ``"cuda"``).
+    dtype:
+        The autocast type (default bfloat16).
+    """
+
+    order = 10  # before the loss and every metric
+
+    def __init__(self, device_type: str = "cpu", dtype=None):
+        import torch
+
+        self.device_type, self.dtype = device_type, dtype or torch.bfloat16
+        self._ctx = None
+
+    def before_batch(self):
+        import torch
+
+        self._ctx = torch.autocast(self.device_type, dtype=self.dtype)
+        self._ctx.__enter__()
+
+    def _leave(self):
+        if self._ctx is not None:
+            ctx, self._ctx = self._ctx, None
+            ctx.__exit__(None, None, None)
+
+    def after_pred(self):
+        self._leave()
+
+    def after_batch(self):
+        self._leave()  # a batch cancelled between its start and the prediction
+
+    def after_cancel_batch(self):
+        self._leave()
+
+
 class LastEpochCheckpoint(Callback):
-    """Save weights + optimiser after every epoch so ``fit(resume=True)`` can continue.
+    """Save weights + optimiser after an epoch so ``fit(resume=True)`` can continue.
+
+    The first epoch of a run is saved (a record to resume from exists early), then an
+    epoch when ``every`` seconds have passed since the last save, and the last epoch of
+    the run always (at the end of ``fit``).
 
     Parameters
     ----------
@@ -146,6 +195,8 @@ class LastEpochCheckpoint(Callback):
     fingerprint:
         :attr:`geomax.models.state.ModelState.fingerprint` of the model being trained; a
         checkpoint of another model is refused by :meth:`restore`.
+    every:
+        Seconds between two saves (0: after every epoch).
     """
 
     order = 60
@@ -153,9 +204,10 @@ class LastEpochCheckpoint(Callback):
     #: Default checkpoint name (``<fname>.json`` is the record, see :meth:`has_record`).
     FNAME = "geomax_last"
 
-    def __init__(self, fname: str = FNAME, fingerprint: str = ""):
-        self.fname, self.fingerprint = fname, fingerprint
+    def __init__(self, fname: str = FNAME, fingerprint: str = "", every: float = 0.0):
+        self.fname, self.fingerprint, self.every = fname, fingerprint, float(every)
         self.prior_history: list[dict] = []  # epochs of the interrupted run a resumed one continues
+        self._last_save, self._unsaved, self._epochs_done = 0.0, False, 0
 
     @classmethod
     def has_record(cls, folder: Path, fname: str = FNAME) -> bool:
@@ -165,13 +217,27 @@ class LastEpochCheckpoint(Callback):
     def _meta(self, learn) -> Path:
         return Path(learn.path) / learn.model_dir / f"{self.fname}.json"
 
+    def before_fit(self):
+        self._last_save, self._unsaved = -float("inf"), False
+
     def after_epoch(self):
         if not self.learn.recorder.values:  # an epoch skipped by a resumed run: nothing new to save
             return
+        self._unsaved, self._epochs_done = True, self.epoch + 1
+        if time.monotonic() - self._last_save >= self.every:
+            self._save()
+
+    def after_fit(self):
+        if self._unsaved:  # the last epoch run (a time budget or the epoch count ended the run)
+            self._save()
+
+    def _save(self):
+        self._unsaved, self._last_save = False, time.monotonic()
         # Crash-safe: the weights of each epoch get their own file, the record naming them is replaced
         # atomically, then the previous epoch's file is removed; a kill at any point leaves a record
         # that names complete weights.
-        weights = f"{self.fname}-epoch{self.epoch + 1}"
+        done = self._epochs_done  # in after_fit ``self.epoch`` may already name the epoch that was cancelled
+        weights = f"{self.fname}-epoch{done}"
         self.learn.save(weights, with_opt=True)  # fastai's save writes on rank 0 only
         from .distributed import is_main_process
 
@@ -180,7 +246,7 @@ class LastEpochCheckpoint(Callback):
             meta = self._meta(self.learn)
             previous = self._weights_named(meta)
             tmp = meta.with_name(meta.name + ".tmp")
-            tmp.write_text(json.dumps({"epochs_done": self.epoch + 1, "n_epoch": self.n_epoch, "weights": weights,
+            tmp.write_text(json.dumps({"epochs_done": done, "n_epoch": self.n_epoch, "weights": weights,
                                        "budget_used_s": used, "fingerprint": self.fingerprint,
                                        "history": self.prior_history + history_rows(self.learn.recorder)}))
             os.replace(tmp, meta)

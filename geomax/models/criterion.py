@@ -108,6 +108,16 @@ def _flat_targets(tgt: dict) -> tuple[torch.Tensor, ...]:
     return nv, classes, gt, present, is_thing
 
 
+def _segment_index(gt: torch.Tensor) -> torch.Tensor:
+    """(B, P) index of each pixel's segment in the non-overlapping masks ``gt`` (B, K, P); 0 where none.
+
+    The same as ``gt.argmax(1)`` for non-overlapping binary masks, as a product with the
+    indices: a reduction across the strided K axis was a third of the loss's time.
+    """
+    ids = torch.arange(gt.shape[1], dtype=gt.dtype, device=gt.device)
+    return torch.einsum("bkp,k->bp", gt, ids).round().long()
+
+
 def _resize_predictions(pred: dict, size: tuple[int, int]) -> dict:
     """Mask and semantic logits resized (bilinear) to ``size``."""
     out = dict(pred)
@@ -258,7 +268,7 @@ class MaXDeepLabLoss(nn.Module):
 
         # ---- mask-ID cross-entropy against the matched permutation --------------
         has_gt = gt.sum(1) > 0  # (B, P): non-void pixel inside a present segment
-        gt_id = gt.argmax(1)  # (B, P) index of the pixel's segment (masks do not overlap)
+        gt_id = _segment_index(gt)  # (B, P) index of the pixel's segment (masks do not overlap)
         slot_of_gt = torch.full(classes.shape, -1, dtype=torch.long, device=dev)
         if bi.numel():
             slot_of_gt[bi, gi] = sj
@@ -323,7 +333,7 @@ class MaXDeepLabLoss(nn.Module):
     def _instance_term_at(self, feats: torch.Tensor, target: dict) -> torch.Tensor:
         """Instance discrimination with the ground truth sampled down to the features' size."""
         _, _, gt, present, is_thing = _flat_targets(downsample_targets(target, tuple(feats.shape[-2:])))
-        return self._instance_term(feats, gt, gt.argmax(1), gt.sum(1) > 0, present, is_thing,
+        return self._instance_term(feats, gt, _segment_index(gt), gt.sum(1) > 0, present, is_thing,
                                    gt.sum(-1))
 
     def forward(self, pred: dict, target: dict) -> torch.Tensor:

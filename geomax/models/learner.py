@@ -25,6 +25,7 @@ from ..errors import ArgumentError, DataError, InputMismatchError, ModelError
 from ..log import get_logger
 from ..panoptic import PanopticResult
 from .callbacks import (
+    Autocast,
     LastEpochCheckpoint,
     ResumableEarlyStopping,
     ResumableSaveModel,
@@ -337,7 +338,7 @@ class MaXDeepLab:
             cfg = cfg.replace(lr=float(peak))
         cbs = list(cbs or [])
         self.learn.model_dir = self.checkpoint_folder  # absolute: fastai joins it to learn.path unchanged
-        last = LastEpochCheckpoint(fingerprint=self.state.fingerprint)
+        last = LastEpochCheckpoint(fingerprint=self.state.fingerprint, every=cfg.checkpoint_every)
         start_epoch, used = 0, 0.0
         if resume:
             start_epoch, used = last.restore(self.learn)
@@ -357,8 +358,7 @@ class MaXDeepLab:
                                           start_epoch=start_epoch))
         if cfg.early_stopping:
             cbs.append(ResumableEarlyStopping(monitor=cfg.monitor, patience=cfg.patience, start_epoch=start_epoch))
-        if torch.cuda.is_available():
-            self.learn.to_fp16()
+        self._set_precision(cfg.mixed_precision)
         self.state.train = cfg
         self.last_budget = budget
         fit = self.learn.fit_one_cycle if cfg.lr_schedule == "one_cycle" else self.learn.fit
@@ -374,6 +374,18 @@ class MaXDeepLab:
 
             warn_if_empty({"all": {"pq": 0.0}}, self.steps_trained, data.train.bs, data.train_ds,
                           self.state.postprocess.class_threshold, stacklevel=3)
+
+    def _set_precision(self, mode: str) -> None:
+        """Mixed precision of training under the rule of :mod:`geomax.models.precision`."""
+        from .precision import autocast_dtype
+
+        self.learn.remove_cbs([cb for cb in self.learn.cbs if isinstance(cb, Autocast)])
+        if self.device.type == "cuda":
+            self.learn.to_fp16() if mode == "auto" else self.learn.to_fp32()
+            return
+        dtype = autocast_dtype(self.device, mode, training=True)
+        if dtype is not None:
+            self.learn.add_cb(Autocast(self.device.type, dtype))
 
     def freeze(self) -> None:
         """Freeze the backbone (stem and convolutional stages); train the transformer and heads."""

@@ -1,7 +1,8 @@
 """``PanopticPredictor``: a trained network as a :class:`~geomax.inference.predictor.TilePredictor`.
 
 Normalises raw raster values with the model's band statistics, pads to the
-network's input multiple, runs the network (bfloat16 autocast on CUDA) and
+network's input multiple, runs the network (bfloat16 autocast on CUDA and on a CPU with
+native bfloat16, :mod:`geomax.models.precision`) and
 post-processes to panoptic results cropped back to the tile. It needs no fastai
 ``Learner``: :func:`geomax.models.loading.load_predictor` builds it from a package,
 and :class:`~geomax.models.learner.MaXDeepLab` keeps one over the network it trains.
@@ -37,13 +38,19 @@ class PanopticPredictor(TilePredictor):
     state:
         The model's :class:`~geomax.models.state.ModelState` (classes, bands, statistics,
         post-processing config). The learner updates it when it trains.
+    mixed_precision:
+        ``"auto"`` (bfloat16 autocast where the device computes it natively) or ``"off"``
+        (float32); see :mod:`geomax.models.precision`. An attribute: set it to change it.
     """
 
     tile_multiple = INPUT_MULTIPLE
 
-    def __init__(self, network: torch.nn.Module, state: ModelState):
+    def __init__(self, network: torch.nn.Module, state: ModelState, mixed_precision: str = "auto"):
+        from .precision import check_mode
+
         self.network = network
         self.state = state
+        self.mixed_precision = check_mode(mixed_precision)
         self._post: PanopticPostProcessor | None = None
         self._post_config: PostprocessConfig | None = None
 
@@ -98,8 +105,9 @@ class PanopticPredictor(TilePredictor):
         net.eval()
         try:
             padded, _ = pad_to_multiple(image.to(self.device), self.tile_multiple)
-            use_amp = self.device.type == "cuda"
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            from .precision import autocast
+
+            with autocast(self.device, self.mixed_precision):
                 out = net(padded)
             return {k: v.float() for k, v in out.items()}
         finally:

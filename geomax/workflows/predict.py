@@ -63,7 +63,7 @@ def predict_raster(model, in_raster: str | os.PathLike | Sequence[str | os.PathL
                    tile_size: int | None = None, overlap: int | None = None, batch_size: int | None = None,
                    merge_iou: float | None = None, bands: Sequence[int] | None = None,
                    simplify_tolerance: float | None = None, overwrite: bool = False, progress: bool = True,
-                   **postprocess_options):
+                   mixed_precision: str | None = None, **postprocess_options):
     """Panoptic segmentation of a whole raster to a panoptic COG and optional features.
 
     Parameters
@@ -86,6 +86,9 @@ def predict_raster(model, in_raster: str | os.PathLike | Sequence[str | os.PathL
         Overrides of ``tiling`` (``None``: not given).
     bands, simplify_tolerance, overwrite, progress:
         As :func:`geomax.inference.predict_raster.predict_raster`.
+    mixed_precision:
+        ``"auto"`` or ``"off"`` (float32) for this run, for a predictor that has the setting
+        (:mod:`geomax.models.precision`); ``None``: the predictor's own (``"auto"``).
     **postprocess_options:
         :class:`~geomax.config.PostprocessConfig` settings for this run (``None`` values
         are ignored).
@@ -113,13 +116,24 @@ def predict_raster(model, in_raster: str | os.PathLike | Sequence[str | os.PathL
         from ..publish import check_outputs_apart
 
         check_outputs_apart({"model": model}, {"output raster": out_raster, "output features": out_features})
+    if mixed_precision is not None:
+        from ..models.precision import check_mode
+
+        check_mode(mixed_precision)
     job.check_input()  # a missing or unreadable input (or a mosaic that does not fit) before a model is loaded
     predictor = load_predictor(model)
-    return run(predictor, in_raster, out_raster, out_features,
-               tiling=tiling, tile_size=tile_size,
-               overlap=overlap, batch_size=batch_size, merge_iou=merge_iou, bands=bands,
-               simplify_tolerance=simplify_tolerance, overwrite=overwrite, progress=progress,
-               **_given(postprocess_options))
+    before = getattr(predictor, "mixed_precision", None)
+    if mixed_precision is not None and before is not None:
+        predictor.mixed_precision = mixed_precision  # for this run only: restored below
+    try:
+        return run(predictor, in_raster, out_raster, out_features,
+                   tiling=tiling, tile_size=tile_size,
+                   overlap=overlap, batch_size=batch_size, merge_iou=merge_iou, bands=bands,
+                   simplify_tolerance=simplify_tolerance, overwrite=overwrite, progress=progress,
+                   **_given(postprocess_options))
+    finally:
+        if before is not None:
+            predictor.mixed_precision = before
 
 
 def predict_raster_distributed(model, in_rasters, out_rasters, out_features=None, *,

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from ..config import PostprocessConfig, TilingConfig, TrainConfig, default_of
+from ..config import MIXED_PRECISION_MODES, PostprocessConfig, TilingConfig, TrainConfig, default_of
 from ..errors import ArgumentError, GeomaxError
 from ..evaluate import CLASS_FIELD_CANDIDATES, _pick_class_field
 from ..log import get_logger
@@ -467,7 +467,7 @@ def _run_train(v: dict, log, progress: bool) -> Any:
                                   lr_find=v["lr_find"], batch_size=v["batch_size"], chip_size=v["chip_size"],
                                   val_split=v["val_split"], seed=v["seed"], monitor=v["monitor"],
                                   early_stopping=v["early_stopping"], patience=v["patience"],
-                                  num_threads=v["num_threads"])
+                                  num_threads=v["num_threads"], mixed_precision=v["mixed_precision"])
     return train(v["in_folder"], v["out_model"], train=config, backbone=v["backbone"],
                  pretrained=v["pretrained_model"], overwrite=v["overwrite"], resume=v["resume"], log=log)
 
@@ -478,6 +478,7 @@ def _run_predict(v: dict, log, progress: bool) -> Any:
     result = predict_raster(v["in_model"], v["in_raster"], v["out_raster"], v["out_features"],
                             tile_size=v["tile_size"], overlap=v["overlap"], batch_size=v["batch_size"],
                             bands=v["bands"], simplify_tolerance=v["simplify_tolerance"], overwrite=v["overwrite"],
+                            mixed_precision=v["mixed_precision"],
                             progress=progress, class_threshold=v["class_threshold"],
                             mask_threshold=v["mask_threshold"], min_thing_area=v["min_thing_area"],
                             min_stuff_area=v["min_stuff_area"],
@@ -520,6 +521,12 @@ def _model_default(setting: str, what: str) -> str:
 
 _RASTER = ("DERasterDataset", "GPRasterLayer")
 _FEATURES = ("DEFeatureClass", "GPFeatureLayer")
+_MIXED_PRECISION = Param(
+    "mixed_precision", "Mixed Precision", "GPString", "str",
+    "auto: bfloat16 where the processor computes it natively (a CPU with AVX512-BF16 or AMX; float16 training and "
+    "bfloat16 prediction on a GPU), float32 elsewhere; off: float32 everywhere.",
+    default=default_of(TrainConfig, "mixed_precision"), choices=MIXED_PRECISION_MODES)
+
 _OVERWRITE_HELP = ("Replace {what} (otherwise an existing one is refused before any work). Only outputs geomax "
                    "wrote are ever replaced; anything else is refused.")
 
@@ -623,6 +630,7 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
                    default=default_of(TrainConfig, "seed"), check="non_negative"),
              Param("num_threads", "CPU Threads", "GPLong", "int", "CPU threads for torch (default: torch's choice).",
                    check="positive", cli="--threads"),
+             _MIXED_PRECISION,
              Param("overwrite", "Overwrite", "GPBoolean", "bool",
                    _OVERWRITE_HELP.format(what="an earlier geomax model folder")),
              Param("resume", "Resume Interrupted Training", "GPBoolean", "bool",
@@ -673,6 +681,7 @@ TOOLS: dict[str, Tool] = {t.name: t for t in [
                    "separate region, which separates queued cars and rows of trees)."),
              Param("simplify_tolerance", "Simplify Tolerance", "GPDouble", "float",
                    "Polygon simplification tolerance in CRS units.", check="positive", cli="--simplify"),
+             _MIXED_PRECISION,
              Param("overwrite", "Overwrite", "GPBoolean", "bool", _OVERWRITE_HELP.format(what="existing outputs")),
          ), _run_predict, command="predict",
          summary="panoptic segmentation of a whole raster -> GeoTIFF (+ features)",

@@ -96,3 +96,34 @@ def test_max_window_segments_counts_the_fullest_window_not_the_chip():
     thing = np.array([False, True])
     assert max_window_segments(cls, inst, thing, 256) == 4
     assert max_window_segments(cls, inst, thing, 128) == 3
+
+
+def test_decoded_chips_are_cached_and_handed_out_as_copies(synthetic_export, tmp_path):
+    import shutil
+
+    from geomax import prepare_data
+
+    folder = tmp_path / "export"
+    shutil.copytree(synthetic_export.out_folder, folder)
+    data = prepare_data(folder, batch_size=2, val_split_pct=0.1, transforms=False)
+    ds = data.train_ds
+    first = ds.load_sample(0)
+    first.class_index[:] = 99  # a caller may change what it got: the cache must not see it
+    first.image[:] = -1
+    for sub in ("images", "labels"):  # a cached chip is not read again
+        for f in (folder / sub).iterdir():
+            f.unlink() if f.is_file() else None
+    again = ds.load_sample(0)
+    assert again.class_index.dtype == np.int64 and not (again.class_index == 99).all()
+    assert not (again.image == -1).all()
+    ds[0]  # an item of a cached chip builds its target from memory
+    uncached = prepare_data(synthetic_export.out_folder, batch_size=2, val_split_pct=0.1, transforms=False).train_ds
+    np.testing.assert_array_equal(uncached.load_sample(0).class_index, again.class_index)
+    np.testing.assert_array_equal(uncached.load_sample(0).image, again.image)
+
+
+def test_a_zero_cache_reads_the_chip_every_time(synthetic_export, synthetic_data):
+    ds = ChipDataset(synthetic_data.train_ds.chips, synthetic_data.class_table, synthetic_data.band_stats,
+                     n_masks=synthetic_data.n_masks, chip_size=synthetic_data.chip_size, cache_bytes=0)
+    ds.load_sample(0)
+    assert ds._cache == {} and ds._cached_bytes == 0

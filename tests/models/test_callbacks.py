@@ -112,3 +112,59 @@ def test_without_progress_table_restores_the_learner(tmp_path):
         assert not any(isinstance(cb, ProgressCallback) for cb in learn.cbs)
         assert learn.logger is not logger
     assert any(isinstance(cb, ProgressCallback) for cb in learn.cbs) and learn.logger is logger
+
+
+class _SaveCounter(LastEpochCheckpoint):
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.saved_after_epochs: list[int] = []
+
+    def _save(self):
+        self.saved_after_epochs.append(self._epochs_done)
+        super()._save()
+
+
+def test_last_epoch_checkpoint_every_saves_on_a_schedule_and_always_the_last_epoch(tmp_path):
+    learn = _learner(tmp_path)
+    rare = _SaveCounter("last", every=3600.0)
+    with without_progress_table(learn):
+        learn.fit(3, 1e-2, cbs=[rare])
+    assert rare.saved_after_epochs == [1, 3]  # the first; none more within the hour; the last at the end of fit
+    meta = json.loads((tmp_path / "models" / "last.json").read_text())
+    assert meta["epochs_done"] == 3 and meta["weights"] == "last-epoch3" and len(meta["history"]) == 3
+    always = _SaveCounter("each", every=0.0)
+    with without_progress_table(learn):
+        learn.fit(3, 1e-2, cbs=[always])
+    assert always.saved_after_epochs == [1, 2, 3]
+
+
+def test_last_epoch_checkpoint_under_a_budget_records_the_last_epoch_run(tmp_path):
+    learn = _learner(tmp_path)
+    budget, ckpt = TimeBudget(0.4, verbose=False), _SaveCounter("last", every=3600.0)
+    with without_progress_table(learn):
+        learn.fit(1000, 1e-2, cbs=[budget, ckpt, _SlowBatches()])
+    meta = json.loads((tmp_path / "models" / "last.json").read_text())
+    assert ckpt.saved_after_epochs[-1] == budget.epochs_done and meta["epochs_done"] == budget.epochs_done
+    assert ckpt.saved_after_epochs in ([1], [1, budget.epochs_done])
+    assert meta["budget_used_s"] > 0
+
+
+def test_autocast_runs_the_forward_in_bfloat16_and_the_loss_outside():
+    from geomax.models.callbacks import Autocast
+
+    seen = {}
+
+    class Look(Callback):
+        order = 20
+
+        def after_pred(self):
+            seen.setdefault("pred", self.learn.pred.dtype)
+
+        def after_loss(self):
+            seen.setdefault("loss_autocast", torch.is_autocast_enabled("cpu"))
+
+    learn = _learner(".")
+    with without_progress_table(learn):
+        learn.fit(1, 1e-2, cbs=[Autocast("cpu", torch.bfloat16), Look()])
+    assert seen == {"pred": torch.bfloat16, "loss_autocast": False}
+    assert not torch.is_autocast_enabled("cpu")

@@ -331,3 +331,13 @@ def test_detail_instance_term_separates_touching_objects_at_full_resolution():
     assert float(off.terms({**pred, PRED_DETAIL_FEATURES: good}, tgt)["instance_detail"]) == 0.0
     with pytest.raises(ArgumentError, match="detail_instance_weight"):
         MaXDeepLabLoss(C, detail_instance_weight=-1.0)
+
+
+def test_segment_index_equals_argmax_for_non_overlapping_masks():
+    from geomax.models.criterion import _segment_index
+
+    torch.manual_seed(0)
+    seg = torch.randint(0, 7, (3, 50))  # 0..6: segment of each pixel; masks of 6 segments + empty pixels
+    gt = torch.stack([(seg == k + 1) for k in range(6)], 1).float()  # (B, K, P); seg 0 -> no mask
+    gt[:, 2] = 0  # an absent segment
+    assert torch.equal(_segment_index(gt), gt.argmax(1))

@@ -263,3 +263,28 @@ def test_a_model_of_a_band_subset_export_reads_the_same_source_bands_on_every_pa
     model.predict_raster(two, tmp_path / "from_two.tif", **thresholds)
     with rasterio.open(tmp_path / "from_source.tif") as a, rasterio.open(tmp_path / "from_two.tif") as b:
         np.testing.assert_array_equal(a.read(), b.read())  # class, instance and confidence bands
+
+
+def test_mixed_precision_follows_the_setting_in_fit_and_in_prediction(data, monkeypatch):
+    from geomax.models import precision
+    from geomax.models.callbacks import Autocast
+
+    monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
+    torch.manual_seed(0)
+    model = MaXDeepLab(data, backbone="max_deeplab_tiny")
+    model.fit(1, lr=1e-3, checkpoint=False, warn_empty=False)
+    assert sum(isinstance(cb, Autocast) for cb in model.learn.cbs) == 1
+    model.fit(1, lr=1e-3, checkpoint=False, warn_empty=False, mixed_precision="off")
+    assert not any(isinstance(cb, Autocast) for cb in model.learn.cbs)
+    xb, _ = next(iter(data.valid))
+    model.predictor.mixed_precision = "off"
+    net = model.model.eval()
+    with torch.no_grad():
+        exact = net(xb)
+    off = model.predictor.forward(xb)
+    for key, value in exact.items():
+        torch.testing.assert_close(off[key], value.float())
+    model.predictor.mixed_precision = "auto"
+    auto = model.predictor.forward(xb)
+    assert all(v.dtype == torch.float32 for v in auto.values())
+    assert any(not torch.equal(auto[k], off[k]) for k in off)  # bfloat16 ran
