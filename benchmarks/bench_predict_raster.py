@@ -9,13 +9,16 @@
     the compute is a real network's. ``--network none --compute-ms X`` swaps the
     network for a fixed sleep per tile; ``--model PATH`` uses a trained model.
 (b) peak memory (peak resident set, ``VmHWM``, of a fresh subprocess per size, and
-    its growth over the process's footprint just before ``predict_raster``) for scenes of
-    2048^2, 4096^2 and 8192^2 pixels, oracle predictor.
+    its growth over the process's footprint just before ``predict_raster``) and time per
+    megapixel of ``predict_raster`` with features (a GeoPackage) for scenes of 2048^2,
+    4096^2 and 8192^2 pixels, oracle predictor; both should stay flat (the ratios of the
+    largest to the smallest scene are reported).
 (c) objects split at tile borders on the synthetic scene: true objects that come
     out with more than one instance id (and output instances that cover more
     than one true object), oracle in tile view.
 
-Prints a table and writes ``benchmarks/results/bench_predict_raster.json``.
+Prints a table and writes ``benchmarks/results/bench_predict_raster.json`` (paths in it
+relative to the repository, or file names).
 
     python benchmarks/bench_predict_raster.py                   # full run
     python benchmarks/bench_predict_raster.py --sizes 1024 2048 --speed-size 512   # quick
@@ -38,6 +41,18 @@ import numpy as np
 from geomax.inference.predictor import TilePredictor
 
 HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+
+
+def shown_path(path) -> str | None:
+    """``path`` as the JSON shows it: relative to the repository when inside it, else its file name."""
+    if path is None:
+        return None
+    path = Path(path).resolve()
+    try:
+        return str(path.relative_to(ROOT))
+    except ValueError:
+        return path.name
 
 
 # --------------------------------------------------------------------------- helpers
@@ -166,7 +181,7 @@ def part_speed(args, folder: Path) -> dict:
     if args.model:
         from geomax.models.loading import load_predictor
 
-        predictor, kind = load_predictor(args.model), f"model {args.model}"
+        predictor, kind = load_predictor(args.model), f"model {shown_path(args.model)}"
     elif args.network != "none":
         predictor = NetworkTimedOracle(oracle_for(info), args.network, args.threads)
         kind = f"oracle + {args.network} forward (random weights, {args.threads} threads)"
@@ -250,6 +265,8 @@ def part_memory(args, folder: Path) -> list[dict]:
         out = subprocess.run(cmd, capture_output=True, text=True, check=True,
                              env={**os.environ, "PYTHONWARNINGS": "ignore"})
         row = {"size": size, "scene_generation_s": gen, **json.loads(out.stdout.strip().splitlines()[-1])}
+        row["megapixels"] = size ** 2 / 1e6
+        row["s_per_mpx"] = row["seconds"] / row["megapixels"]
         rows.append(row)
         for p in folder.glob(f"*_{size}.*"):
             p.unlink()
@@ -291,6 +308,8 @@ def main(argv=None) -> dict:
         split = part_split(args, folder)
         memory = part_memory(args, folder)
         wall = time.perf_counter() - t0
+    memory_ratio = memory[-1]["peak_rss_mb"] / memory[0]["peak_rss_mb"] if memory else None
+    time_ratio = memory[-1]["s_per_mpx"] / memory[0]["s_per_mpx"] if memory else None
 
     print(f"\n(a) speed, {speed['size']}^2 px, {speed['tiles']} tiles of {args.tile_size} (overlap {args.overlap}), "
           f"predictor: {speed['predictor']}")
@@ -304,27 +323,30 @@ def main(argv=None) -> dict:
     print(f"    pipeline (all but predict_tiles) {speed['pipeline_s']:.2f} s = "
           f"{100 * speed['pipeline_overhead_vs_bare']:.1f}% of the bare predictor, "
           f"{speed['pipeline_ms_per_tile']:.0f} ms per tile; stages {speed['stage_s']}")
-    print("\n(b) peak memory (fresh process per size, oracle predictor)")
-    print(f"    {'size':>6} {'peak RSS MB':>12} {'before MB':>10} {'growth MB':>10} {'seconds':>8} {'instances':>9}")
+    print("\n(b) peak memory and time per megapixel (fresh process per size, oracle predictor, features to .gpkg)")
+    print(f"    {'size':>6} {'peak RSS MB':>12} {'before MB':>10} {'growth MB':>10} {'seconds':>8} {'s / Mpx':>8} "
+          f"{'instances':>9} {'features':>8}")
     for r in memory:
         print(f"    {r['size']:>6} {r['peak_rss_mb']:12.0f} {r['rss_before_mb']:10.0f} {r['growth_mb']:10.0f} "
-              f"{r['seconds']:8.1f} {r['instances']:9d}")
+              f"{r['seconds']:8.1f} {r['s_per_mpx']:8.3f} {r['instances']:9d} {r['features']:8d}")
     if len(memory) > 1:
-        print(f"    largest / smallest peak RSS: {memory[-1]['peak_rss_mb'] / memory[0]['peak_rss_mb']:.2f}")
+        print(f"    largest / smallest: peak RSS {memory_ratio:.2f}, time per Mpx {time_ratio:.2f}")
     print(f"\n(c) split objects, {split['size']}^2 synthetic scene, {split['tiles']} tiles, tile-view oracle: "
           f"{split['objects_split']} of {split['true_objects']} objects split, "
           f"{split['instances_merging_objects']} wrong merges ({split['merges']} overlap matches)")
 
     result = {
-        "benchmark": "predict_raster", "args": vars(args), "wall_s": wall,
+        "benchmark": "predict_raster",
+        "args": {**vars(args), "out": shown_path(args.out), "model": shown_path(args.model)}, "wall_s": wall,
         "machine": {"python": platform.python_version(), "cpu_count": os.cpu_count(), "platform": platform.platform()},
         "speed": speed, "memory": memory, "split": split,
-        "memory_ratio_largest_smallest": (memory[-1]["peak_rss_mb"] / memory[0]["peak_rss_mb"]) if memory else None,
+        "memory_ratio_largest_smallest": memory_ratio,
+        "s_per_mpx_ratio_largest_smallest": time_ratio,
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(f"\nwritten {out}")
+    print(f"\nwritten {shown_path(out)}")
     return result
 
 

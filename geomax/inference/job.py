@@ -20,8 +20,10 @@ one mosaic, a folder of rasters or a list of them (:class:`geomax.data.mosaic.Mo
    fills with stitched cores;
 4. :meth:`~RasterJob.finish` rewrites the scratch rasters block by block with final
    class Values and instance ids (the stitcher's look-up tables), polygonising each
-   block on the way, converts to a cloud-optimised GeoTIFF and writes the features,
-   both under temporary names, and only then renames them to their final names;
+   block on the way and appending the features complete after each row of blocks
+   to the partial features file (so only the features that may still grow are held),
+   converts to a cloud-optimised GeoTIFF, all under temporary names, and only then
+   renames the outputs to their final names;
 5. :meth:`~RasterJob.discard` removes everything the job wrote when it fails.
 """
 from __future__ import annotations
@@ -49,7 +51,7 @@ from ..publish import check_outputs_apart, check_replaceable, publish_files, scr
 from .predictor import TilePredictor
 from .stitching import TileStitcher
 from .tiling import TileGrid, TileReader
-from .vectorize import VECTOR_DRIVERS, PanopticVectorizer, write_features
+from .vectorize import VECTOR_DRIVERS, FeatureWriter, PanopticVectorizer
 from .writer import describe, panoptic_dtype, panoptic_profile, scratch_profile, write_class_sidecar, write_cog
 
 __all__ = ["RasterJob", "RasterPrediction", "check_bands", "gdal_env", "RASTER_EXTS"]
@@ -86,7 +88,8 @@ class RasterPrediction:
         The tiling settings used, resolved for the predictor (tile size and overlap filled in).
     timings:
         Seconds spent per stage: ``read``, ``predict``, ``stitch``, ``finalize`` (rewrite +
-        polygonise), ``cog``, ``features``, ``total`` (distributed runs add ``merge``, the
+        polygonise), ``cog``, ``features`` (joining the polygons into features and writing
+        them, within the rewrite), ``total`` (distributed runs add ``merge``, the
         client's block merging, and sum the workers' ``read`` / ``predict`` / ``stitch``).
     """
 
@@ -154,6 +157,70 @@ _SIDECARS = {".tif": (".tif.aux.xml",), ".tiff": (".tiff.aux.xml",),
 def _family(final: Path) -> list[Path]:
     """``final`` and the sidecar files that go with it."""
     return [final] + [final.parent / (final.stem + ext) for ext in _SIDECARS.get(final.suffix.lower(), ())]
+
+
+class _CoreRows:
+    """Where the cores written so far end: a bound of the last row of every provisional id's pixels.
+
+    Each core records the range of provisional ids it holds and its last row. The ids of
+    one core come from one tile (or one block of tiles) and are numbered together, so
+    the ranges are narrow; an id in the range of a core it has no pixel in only gets a
+    later bound from that core than needed, never an earlier one.
+    """
+
+    def __init__(self) -> None:
+        self._spans: list[tuple[int, int, int]] = []  # (first id, last id, last row of the core)
+
+    def add(self, window: Window, ids: np.ndarray) -> None:
+        """Record one core's provisional ids (0 = none)."""
+        hi = int(ids.max(initial=0))
+        if hi:
+            lo = int(ids.min(where=ids > 0, initial=hi))
+            self._spans.append((lo, hi, int(window.row_off) + int(window.height) - 1))
+
+    def instance_last_rows(self, instance_lut: np.ndarray, n_instances: int) -> np.ndarray:
+        """Indexed by final instance id (``instance_lut``: provisional id -> instance id): its last row, -1 for none."""
+        prov_last = np.full(len(instance_lut), -1, dtype=np.int64)
+        for lo, hi, last in self._spans:
+            np.maximum(prov_last[lo: hi + 1], last, out=prov_last[lo: hi + 1])
+        last_rows = np.full(n_instances + 1, -1, dtype=np.int64)
+        np.maximum.at(last_rows, instance_lut, prov_last)
+        last_rows[0] = -1
+        return last_rows
+
+
+class _FeatureStream:
+    """A job's features: polygonised block by block, appended to the partial features file once complete.
+
+    Joining the polygons into features and writing them counts as ``timings["features"]``.
+    """
+
+    def __init__(self, vectorizer: PanopticVectorizer, writer: FeatureWriter, crs,
+                 simplify_tolerance: float | None, timings: dict):
+        self.vectorizer = vectorizer
+        self.writer = writer
+        self.crs = crs
+        self.simplify_tolerance = simplify_tolerance
+        self.timings = timings
+
+    def add_block(self, row_off: int, col_off: int, class_block: np.ndarray, instance_block: np.ndarray,
+                  confidence_block: np.ndarray) -> None:
+        """Polygonise one block of the final raster (:meth:`PanopticVectorizer.add_block`)."""
+        self.vectorizer.add_block(row_off, col_off, class_block, instance_block, confidence_block)
+
+    def write_complete(self) -> None:
+        """Append the features complete after the last row of blocks."""
+        t0 = time.perf_counter()
+        self.writer.write(self.vectorizer.take_complete(crs=self.crs, simplify_tolerance=self.simplify_tolerance))
+        self.timings["features"] += time.perf_counter() - t0
+
+    def close(self) -> int:
+        """Write the remaining features (after the last block) and close the file; the feature count."""
+        t0 = time.perf_counter()
+        self.writer.write(self.vectorizer.to_geodataframe(crs=self.crs, simplify_tolerance=self.simplify_tolerance))
+        n_features = self.writer.close()
+        self.timings["features"] += time.perf_counter() - t0
+        return n_features
 
 
 @dataclass
@@ -262,6 +329,7 @@ class RasterJob:
             check_replaceable(path, self.overwrite, None, what)  # also undoes what an interrupted run left
         self.timings = dict.fromkeys(("read", "predict", "stitch", "finalize", "cog", "features"), 0.0)
         self._scratch: _Scratch | None = None
+        self._core_rows = _CoreRows()  # where each instance ends: features are written once complete
         self._any_class = False  # set when a written block holds a class: a void prediction is said
 
     def _outputs(self) -> list[tuple[Path, str]]:
@@ -407,6 +475,7 @@ class RasterJob:
         """Write stitched provisional ids (uint32) and confidence (uint8, 0-100) to the scratch rasters."""
         self.scratch.ids.write(ids, 1, window=window)
         self.scratch.conf.write(conf, 1, window=window)
+        self._core_rows.add(window, ids)
 
     def finish(self, stitcher: TileStitcher, class_table: ClassTable,
                simplify_tolerance: float | None = None) -> RasterPrediction:
@@ -425,11 +494,7 @@ class RasterJob:
         scratch = self.scratch
         scratch.close()
         with gdal_env(), rasterio.open(self.in_raster) as src:
-            vectorizer = (PanopticVectorizer(class_table, src.transform, src.width)
-                          if scratch.partial_features is not None else None)
-            n_instances = self._write_raster(src, scratch, stitcher, class_table, vectorizer)
-            n_features = (self._write_features(src, scratch, vectorizer, simplify_tolerance)
-                          if vectorizer is not None else None)
+            n_instances, n_features = self._write_outputs(src, scratch, stitcher, class_table, simplify_tolerance)
         self._publish(scratch)
         scratch.remove()
         self._scratch = None
@@ -442,12 +507,24 @@ class RasterJob:
         return RasterPrediction(self.out_raster, self.out_features, len(self.grid), n_instances, n_features,
                                 stitcher.n_merges, self.tiling, self.timings)
 
-    def _write_raster(self, src, scratch: _Scratch, stitcher: TileStitcher, class_table: ClassTable,
-                      vectorizer: PanopticVectorizer | None) -> int:
-        """Final ids block by block (fed to ``vectorizer`` on the way), then the COG; the instance count."""
+    def _write_outputs(self, src, scratch: _Scratch, stitcher: TileStitcher, class_table: ClassTable,
+                       simplify_tolerance: float | None) -> tuple[int, int | None]:
+        """Final ids block by block, the features on the way, then the COG; the instance and feature counts.
+
+        After each row of blocks the features complete so far are appended to the partial
+        features file (:class:`FeatureWriter`); the rest are written after the last row.
+        """
         t0 = time.perf_counter()
         class_lut, instance_lut, n_instances = stitcher.finalize()
         dtype = panoptic_dtype(max(int(class_lut.max(initial=0)), n_instances, 100))
+        features = None
+        if scratch.partial_features is not None:
+            assert self.out_features is not None  # set together
+            vectorizer = PanopticVectorizer(class_table, src.transform, src.width,
+                                            thing_last_rows=self._core_rows.instance_last_rows(instance_lut,
+                                                                                               n_instances))
+            writer = FeatureWriter(scratch.partial_features, layer=self.out_features.stem)
+            features = _FeatureStream(vectorizer, writer, src.crs, simplify_tolerance, self.timings)
         work = scratch.work
         ids_path, conf_path, stitched = work / "ids.tif", work / "conf.tif", work / "panoptic.tif"
         with rasterio.open(ids_path) as ids_src, rasterio.open(conf_path) as conf_src, \
@@ -461,9 +538,12 @@ class RasterJob:
                     cls, inst = class_lut[prov], instance_lut[prov]
                     self._any_class = self._any_class or bool(cls.any())
                     dst.write(np.stack([cls, inst, conf]).astype(dtype), window=win)
-                    if vectorizer is not None:
-                        vectorizer.add_block(r0, c0, cls, inst, conf)
-        self.timings["finalize"] = time.perf_counter() - t0
+                    if features is not None:
+                        features.add_block(r0, c0, cls, inst, conf)
+                if features is not None:
+                    features.write_complete()
+        n_features = features.close() if features is not None else None
+        self.timings["finalize"] = time.perf_counter() - t0 - self.timings["features"]
         ids_path.unlink()
         conf_path.unlink()
 
@@ -471,17 +551,7 @@ class RasterJob:
         write_cog(stitched, scratch.partial_raster)
         write_class_sidecar(scratch.partial_raster, class_table)
         self.timings["cog"] = time.perf_counter() - t0
-        return n_instances
-
-    def _write_features(self, src, scratch: _Scratch, vectorizer: PanopticVectorizer,
-                        simplify_tolerance: float | None) -> int:
-        """Write the polygons ``vectorizer`` gathered to the partial features; their count."""
-        assert scratch.partial_features is not None and self.out_features is not None  # set together
-        t0 = time.perf_counter()
-        gdf = vectorizer.to_geodataframe(crs=src.crs, simplify_tolerance=simplify_tolerance)
-        write_features(gdf, scratch.partial_features, layer=self.out_features.stem)
-        self.timings["features"] = time.perf_counter() - t0
-        return len(gdf)
+        return n_instances, n_features
 
     def _publish(self, scratch: _Scratch) -> None:
         """Move the complete outputs and their sidecars in as one set (:func:`geomax.publish.publish_files`).

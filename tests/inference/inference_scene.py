@@ -8,6 +8,7 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
+import shapely
 from rasterio.transform import from_origin
 from shapely.affinity import affine_transform
 from shapely.geometry import MultiPolygon, Polygon, box
@@ -103,3 +104,19 @@ def scene(tmp_path_factory) -> Scene:
     gdf = label_frame()
     cls, inst = ground_truth(gdf)
     return Scene(write_image(folder / "image.tif"), gdf, cls, inst)
+
+
+def assert_same_features(got: gpd.GeoDataFrame, expected: gpd.GeoDataFrame) -> None:
+    """The same features in any order: equal attributes and equal geometries (normalized WKB), one by one."""
+    assert list(got.columns) == list(expected.columns) and got.crs == expected.crs
+    assert len(got) == len(expected)
+    columns = [c for c in expected.columns if c != expected.geometry.name]
+
+    def in_order(gdf: gpd.GeoDataFrame) -> gpd.GeoDataFrame:
+        key = gdf.assign(_wkb=shapely.to_wkb(shapely.normalize(gdf.geometry.to_numpy())))
+        return key.sort_values(columns[:2] + ["_wkb"]).reset_index(drop=True)  # instance id, class Value
+
+    a, b = in_order(got), in_order(expected)
+    assert a[columns].to_dict("records") == b[columns].to_dict("records")  # exact, confidence included
+    assert a.geometry.geom_equals(b.geometry).all()
+    assert list(a["_wkb"]) == list(b["_wkb"])

@@ -11,7 +11,7 @@ import rasterio
 
 distributed = pytest.importorskip("distributed")
 
-from inference_scene import CLASSES, write_image  # noqa: E402
+from inference_scene import CLASSES, assert_same_features, write_image  # noqa: E402
 
 from geomax.errors import DataError, InputMismatchError, OutputExistsError  # noqa: E402
 from geomax.inference import distributed as dist_module  # noqa: E402
@@ -111,6 +111,24 @@ def test_distributed_equals_single_process(scene, tmp_path, client, view, tile_s
     # no temporary files left
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dist.gpkg", "dist.tif", "dist.tif.aux.xml",
                                                           "single.gpkg", "single.tif", "single.tif.aux.xml"]
+
+
+def test_features_written_by_rows_of_blocks_equal_the_features_written_at_the_end(scene, tmp_path, client,
+                                                                                   monkeypatch):
+    """Instances end where the last block core holding them ends: their features are written after that row."""
+    from geomax.inference import job
+    from geomax.inference.vectorize import vectorize_raster, write_features
+
+    monkeypatch.setattr(job, "_REWRITE_BLOCK", 40)  # the client's rewrite: 6 rows of 7 blocks
+    factory = partial(OracleTilePredictor, (scene.class_map, scene.instance_map), CLASSES, view="tile",
+                      tile_multiple=16, seed=7)
+    [res] = predict_raster_distributed(factory, scene.image, tmp_path / "dist.tif", out_features=tmp_path / "dist.gpkg",
+                                       client=client, tile_size=64, overlap=16, batch_size=2, block_size=96,
+                                       progress=False)
+    at_end = vectorize_raster(res.out_raster, CLASSES, block_size=40)
+    write_features(at_end, tmp_path / "at_end.gpkg", layer="dist")
+    assert res.n_features == len(at_end) > 0
+    assert_same_features(gpd.read_file(res.out_features), gpd.read_file(tmp_path / "at_end.gpkg"))
 
 
 def test_many_rasters_one_job_with_a_scattered_predictor(scene, tmp_path, client):

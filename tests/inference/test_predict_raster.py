@@ -5,7 +5,17 @@ import geopandas as gpd
 import numpy as np
 import pytest
 import rasterio
-from inference_scene import CLASSES, CRS, NODATA_BOX, ONE_BAND_NODATA_BOX, TRANSFORM, H, W, write_image
+from inference_scene import (
+    CLASSES,
+    CRS,
+    NODATA_BOX,
+    ONE_BAND_NODATA_BOX,
+    TRANSFORM,
+    H,
+    W,
+    assert_same_features,
+    write_image,
+)
 from scipy import ndimage
 
 from geomax.data.rasterize import rasterize_labels
@@ -339,6 +349,29 @@ def test_vectorize_raster_reads_back_the_same_features(scene, tmp_path):
     assert np.array_equal(a[key].to_numpy(), b[key].to_numpy())
     assert np.allclose(a.geometry.area, b.geometry.area)
     assert a.geometry.geom_equals(b.geometry).all()
+
+
+@pytest.mark.parametrize("name", ["out.gpkg", "out.shp", "out.fgb"])
+def test_features_written_by_rows_of_blocks_equal_the_features_written_at_the_end(scene, tmp_path, monkeypatch,
+                                                                                   name):
+    from geomax.inference import job
+    from geomax.inference.vectorize import vectorize_raster, write_features
+
+    monkeypatch.setattr(job, "_REWRITE_BLOCK", 40)  # 6 rows of 7 blocks: most objects cross a block border
+    batches = []
+    write = job.FeatureWriter.write
+    monkeypatch.setattr(job.FeatureWriter, "write", lambda self, gdf: (batches.append(len(gdf)), write(self, gdf)))
+    res = predict_raster(oracle(scene, view="tile"), scene.image, tmp_path / "out.tif", tmp_path / name,
+                         tile_size=64, overlap=16, progress=False)
+    assert len(batches) == 7 and sum(n > 0 for n in batches) >= 4  # written while the blocks came
+    assert res.n_features == sum(batches)
+    # all features kept to the end over the same blocks, written at once: what the job wrote before streaming
+    at_end = vectorize_raster(res.out_raster, CLASSES, block_size=40)
+    (tmp_path / "at_end").mkdir()
+    write_features(at_end, tmp_path / "at_end" / name, layer="out")
+    assert res.n_features == len(at_end)
+    assert_same_features(gpd.read_file(res.out_features), gpd.read_file(tmp_path / "at_end" / name))
+    assert not [p.name for p in tmp_path.iterdir() if not p.name.startswith("out.") and p.name != "at_end"]
 
 
 def test_the_predictors_saved_tiling_is_the_base_unless_the_caller_gives_one(scene, tmp_path):
