@@ -17,7 +17,8 @@ parts, each a ratio measured in this run:
     steps a 15-minute budget gives (extrapolated from the budget run: steps per second x 900).
 ``sizes``
     Images per second of the training step (loader, network, loss, optimiser; no
-    validation) at ``--sizes`` px, float32 and mixed precision.
+    validation) at ``--sizes`` px (``chip_size`` forced; above 256 px a quarter of the
+    batch), float32 and mixed precision.
 ``quality``
     Validation PQ after the same number of optimiser steps (``--quality-epochs`` epochs
     of a 128 px export) in float32 and in mixed precision, seed 0, plus float32 with
@@ -121,11 +122,18 @@ def budget_fit(chips: Path, chip_size: int | None, args, mixed: bool) -> dict:
             "final_valid_pq": (model.history[-1].get("panoptic_quality") if model.history else None)}
 
 
+def size_batch(size: int, batch_size: int) -> int:
+    """The batch of the images-per-second cell at ``size`` px: a quarter of ``batch_size`` above 256 px
+    (a 512 px batch of 8 holds a segment-by-slot loss of several GB per tensor on a CPU)."""
+    return batch_size if size <= 256 else max(1, batch_size // 4)
+
+
 def images_per_second(chips: Path, size: int, args, mixed: bool) -> dict:
     """Training images per second over ``args.batches`` batches after ``args.warmup`` (no validation)."""
     from fastai.callback.core import Callback, CancelFitException, CancelValidException
 
-    model, data = _model(chips, size, args.batch_size)
+    batch = size_batch(size, args.batch_size)
+    model, data = _model(chips, size, batch)
     cuda = model.device.type == "cuda"
 
     class Clock(Callback):
@@ -159,7 +167,8 @@ def images_per_second(chips: Path, size: int, args, mixed: bool) -> dict:
     model.fit(epochs, checkpoint=False, warn_empty=False, cbs=[clock], **options)
     if clock.seconds is None:
         raise RuntimeError(f"Only {clock.n} batches ran; make more chips or fewer batches.")
-    return {"size": size, "mixed_precision": mixed, "images_per_s": args.batches * args.batch_size / clock.seconds,
+    return {"size": size, "batch_size": batch, "mixed_precision": mixed,
+            "images_per_s": args.batches * batch / clock.seconds,
             "step_s": clock.seconds / args.batches,
             "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2 ** 30 if cuda else None}
 
@@ -278,10 +287,10 @@ def main(argv=None) -> dict:
             print(f"steps per minute in fit, bf16 / float32 (256 px export, default recipe): "
                   f"{result['bf16_over_fp32_steps_in_fit']:.2f}x")
     if "sizes" in result:
-        print(f"\n{'size':>5s} {'precision':9s} {'images/s':>9s} {'step s':>7s}")
+        print(f"\n{'size':>5s} {'batch':>5s} {'precision':9s} {'images/s':>9s} {'step s':>7s}")
         for r in result["sizes"]:
-            print(f"{r['size']:5d} {'bf16' if r['mixed_precision'] else 'float32':9s} {r['images_per_s']:9.2f} "
-                  f"{r['step_s']:7.2f}")
+            print(f"{r['size']:5d} {r['batch_size']:5d} {'bf16' if r['mixed_precision'] else 'float32':9s} "
+                  f"{r['images_per_s']:9.2f} {r['step_s']:7.2f}")
     if "quality" in result:
         print(f"\n{'precision':9s} {'seed':>4s} {'steps':>6s} {'wall s':>7s} {'PQ':>6s} {'PQ th':>6s} {'PQ st':>6s}")
         for r in result["quality"]:

@@ -34,8 +34,11 @@ GT_CLASSES = "classes"
 GT_VALID = "valid"
 #: (B, K) bool, True where the mask is a thing instance.
 GT_IS_THING = "is_thing"
+#: (B, H, W) int64 index k of the mask ``GT_MASKS[:, k]`` holding the pixel, -1 where none (optional:
+#: the loss works from it in O(pixels x slots) and derives it from the masks when it is missing).
+GT_SEGMENT_INDEX = "segment_index"
 
-TARGET_KEYS = (GT_SEMANTIC, GT_MASKS, GT_CLASSES, GT_VALID, GT_IS_THING)
+TARGET_KEYS = (GT_SEMANTIC, GT_MASKS, GT_CLASSES, GT_VALID, GT_IS_THING, GT_SEGMENT_INDEX)
 
 #: Default output stride of mask logits, pixel features and semantic logits
 #: (a network's own is ``network.output_stride``: 4 or 2).

@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..common import GT_CLASSES, GT_IS_THING, GT_MASKS, GT_SEMANTIC, GT_VALID
+from ..common import GT_CLASSES, GT_IS_THING, GT_MASKS, GT_SEGMENT_INDEX, GT_SEMANTIC, GT_VALID
 from ..errors import ArgumentError, DataError
 from .classes import ClassTable
 from .esri_layout import ChipRecord
@@ -147,7 +147,8 @@ def target_from_panoptic(class_index_map, instance_map, valid, class_table: Clas
     dict
         torch tensors: ``GT_SEMANTIC`` (H, W) int64, ``GT_MASKS`` (K, H, W) bool,
         ``GT_CLASSES`` (K,) int64 (0 = padding), ``GT_IS_THING`` (K,) bool,
-        ``GT_VALID`` (H, W) bool. Segments: one mask per stuff class present
+        ``GT_VALID`` (H, W) bool, ``GT_SEGMENT_INDEX`` (H, W) int64 (the mask holding
+        each pixel, -1 for none). Segments: one mask per stuff class present
         (in class order) then one per thing instance (in id order), over valid
         pixels. When there are more than ``n_masks`` segments the smallest are
         dropped and their pixels become void (a warning says so).
@@ -196,6 +197,9 @@ def target_from_panoptic(class_index_map, instance_map, valid, class_table: Clas
         seg_classes = [seg_classes[i] for i in keep]
         seg_thing = [seg_thing[i] for i in keep]
     masks = np.zeros((n_masks, h, w), bool)
+    index_of = np.full(n_seg + 1, -1, np.int64)  # segment number -> mask index (-1: none or dropped)
+    index_of[seg_ids] = np.arange(len(seg_ids))
+    segment_index = index_of[seg]
     if len(seg_ids):
         masks[:len(seg_ids)] = seg[None] == seg_ids[:, None, None]
     classes = np.zeros(n_masks, np.int64)
@@ -208,6 +212,7 @@ def target_from_panoptic(class_index_map, instance_map, valid, class_table: Clas
         GT_CLASSES: torch.from_numpy(classes),
         GT_IS_THING: torch.from_numpy(is_thing),
         GT_VALID: torch.from_numpy(valid.copy()),
+        GT_SEGMENT_INDEX: torch.from_numpy(segment_index),
     }
 
 

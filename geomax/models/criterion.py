@@ -69,6 +69,7 @@ from ..common import (
     GT_CLASSES,
     GT_IS_THING,
     GT_MASKS,
+    GT_SEGMENT_INDEX,
     GT_SEMANTIC,
     GT_VALID,
     PRED_CLASS_LOGITS,
@@ -106,6 +107,34 @@ def _flat_targets(tgt: dict) -> tuple[torch.Tensor, ...]:
     is_thing = tgt.get(GT_IS_THING)
     is_thing = present if is_thing is None else (is_thing.bool() & present)
     return nv, classes, gt, present, is_thing
+
+
+def _flat_segments(tgt: dict) -> tuple[torch.Tensor, ...]:
+    """Targets at the loss resolution as each pixel's segment: ``(nv, classes, seg, present, is_thing, area)``.
+
+    ``seg`` (B, P) int64 index of the pixel's segment, ``K`` (the number of mask entries)
+    where the pixel is void, no data or in no present segment; ``area`` (B, K) float valid
+    pixels of each segment; the others as :func:`_flat_targets`. The same targets as the
+    dense masks of :func:`_flat_targets` without their (B, K, P) floats.
+    """
+    B = tgt[GT_SEMANTIC].shape[0]
+    nv_b = (tgt[GT_VALID] & (tgt[GT_SEMANTIC] > 0)).reshape(B, -1)
+    classes = tgt[GT_CLASSES].long()
+    K = classes.shape[1]
+    seg = tgt.get(GT_SEGMENT_INDEX)
+    if seg is None:  # a target built by hand: the index from the masks
+        masks = tgt[GT_MASKS].reshape(B, K, -1)
+        seg = torch.where(masks.any(1), _segment_index(masks.float()), -1)
+    seg = seg.reshape(B, -1).long()
+    seg = torch.where(nv_b & (seg >= 0), seg, K)
+    area = torch.zeros(B, K + 1, device=seg.device).scatter_add_(1, seg, torch.ones_like(seg, dtype=torch.float))
+    present = (classes > 0) & (area[:, :K] > 0)
+    in_present = torch.cat([present, present.new_zeros(B, 1)], 1).gather(1, seg)
+    seg = torch.where(in_present, seg, K)
+    area = area[:, :K] * present.float()
+    is_thing = tgt.get(GT_IS_THING)
+    is_thing = present if is_thing is None else (is_thing.bool() & present)
+    return nv_b.float(), classes, seg, present, is_thing, area
 
 
 def _segment_index(gt: torch.Tensor) -> torch.Tensor:
@@ -224,17 +253,22 @@ class MaXDeepLabLoss(nn.Module):
         B, N, h, w = mask_logits.shape
         P = h * w
         tgt = downsample_targets(target, (h, w))
-        nv, classes, gt, present, is_thing = _flat_targets(tgt)
-        gt_area = gt.sum(-1)  # (B, K)
+        nv, classes, seg, present, is_thing, gt_area = _flat_segments(tgt)  # seg (B, P); gt_area (B, K)
+        K = classes.shape[1]
 
         log_probs = torch.log_softmax(mask_logits.reshape(B, N, P), dim=1)  # slot softmax
         probs = log_probs.exp()
         probs_nv = probs * nv.unsqueeze(1)
         class_logits = pred[PRED_CLASS_LOGITS].float()
         class_logp = torch.log_softmax(class_logits, dim=-1)
+        # overlap of every slot's mask with every segment (with gradient), summed by segment index:
+        # (B, N, K + 1), the last entry collecting the pixels of no segment
+        overlap = probs_nv.new_zeros(B, N, K + 1).scatter_add(2, seg.unsqueeze(1).expand(B, N, P), probs_nv)
+        pred_area = probs_nv.sum(-1)  # (B, N)
 
         # ---- matching (no gradient) -------------------------------------
-        sim, dice_all, prob_all = self.matcher.similarity(probs_nv, class_logp.exp(), gt, classes)
+        sim, dice_all, prob_all = self.matcher.similarity_from_overlap(
+            overlap[..., :K].transpose(1, 2), gt_area, pred_area, class_logp.exp(), classes)
         matches = self.matcher.assign(sim, present)
         self.last_matches = matches
         dev = mask_logits.device
@@ -245,9 +279,7 @@ class MaXDeepLabLoss(nn.Module):
 
         # ---- PQ-style mask (Dice) term --------------------------------------
         if bi.numel():
-            g_m = gt[bi, gi]  # (M, P)
-            p_m = probs_nv[bi, sj]
-            dice = 2.0 * (g_m * p_m).sum(-1) / (g_m.sum(-1) + p_m.sum(-1) + DICE_EPS)
+            dice = 2.0 * overlap[bi, sj, gi] / (gt_area[bi, gi] + pred_area[bi, sj] + DICE_EPS)
             w_dice = prob_all[bi, gi, sj].clamp(min=_WEIGHT_FLOOR)
             pq_dice = (self.alpha / N) * (w_dice * (1.0 - dice)).sum() / B
         else:
@@ -267,8 +299,8 @@ class MaXDeepLabLoss(nn.Module):
         pq_class = (slot_weight.detach() * ce).sum() / (N * B)
 
         # ---- mask-ID cross-entropy against the matched permutation --------------
-        has_gt = gt.sum(1) > 0  # (B, P): non-void pixel inside a present segment
-        gt_id = _segment_index(gt)  # (B, P) index of the pixel's segment (masks do not overlap)
+        has_gt = seg < K  # (B, P): non-void pixel inside a present segment
+        gt_id = seg.clamp(max=K - 1)  # (B, P) index of the pixel's segment (any index where not has_gt)
         slot_of_gt = torch.full(classes.shape, -1, dtype=torch.long, device=dev)
         if bi.numel():
             slot_of_gt[bi, gi] = sj
@@ -289,7 +321,8 @@ class MaXDeepLabLoss(nn.Module):
         feats = pred.get(PRED_PIXEL_FEATURES)
         if feats is None:
             instance = zero
-        elif tuple(feats.shape[-2:]) == (h, w):
+        elif tuple(feats.shape[-2:]) == (h, w):  # at the output stride: dense masks are small
+            gt = _flat_targets(tgt)[2]
             instance = self._instance_term(feats, gt, gt_id, has_gt, present, is_thing, gt_area) + zero
         else:  # loss_resolution "input": features stay at the output stride (cost), targets follow
             instance = self._instance_term_at(feats, target) + zero

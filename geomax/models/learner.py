@@ -377,15 +377,20 @@ class MaXDeepLab:
 
     def _set_precision(self, mode: str) -> None:
         """Mixed precision of training under the rule of :mod:`geomax.models.precision`."""
+        from fastai.callback.channelslast import ChannelsLast
+
         from .precision import autocast_dtype
 
-        self.learn.remove_cbs([cb for cb in self.learn.cbs if isinstance(cb, Autocast)])
+        self.learn.remove_cbs([cb for cb in self.learn.cbs if isinstance(cb, (Autocast, ChannelsLast))])
         if self.device.type == "cuda":
             self.learn.to_fp16() if mode == "auto" else self.learn.to_fp32()
             return
         dtype = autocast_dtype(self.device, mode, training=True)
         if dtype is not None:
-            self.learn.add_cb(Autocast(self.device.type, dtype))
+            # oneDNN's bfloat16 convolutions run faster on channels-last tensors (docs/design.md)
+            self.learn.add_cbs([ChannelsLast(), Autocast(self.device.type, dtype)])
+        else:
+            self.learn.model.to(memory_format=torch.contiguous_format)
 
     def freeze(self) -> None:
         """Freeze the backbone (stem and convolutional stages); train the transformer and heads."""

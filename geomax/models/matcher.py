@@ -29,6 +29,7 @@ from ..common import (
     GT_CLASSES,
     GT_IS_THING,
     GT_MASKS,
+    GT_SEGMENT_INDEX,
     GT_SEMANTIC,
     GT_VALID,
     PRED_CLASS_LOGITS,
@@ -104,6 +105,8 @@ def downsample_targets(target: dict, out_size: Sequence[int]) -> dict:
     out[GT_SEMANTIC] = sem[:, iy][:, :, ix]
     out[GT_MASKS] = masks[:, :, iy][:, :, :, ix]
     out[GT_VALID] = valid[:, iy][:, :, ix].bool()
+    if GT_SEGMENT_INDEX in target:
+        out[GT_SEGMENT_INDEX] = target[GT_SEGMENT_INDEX][:, iy][:, :, ix]
     return out
 
 
@@ -123,8 +126,12 @@ def pairwise_dice(gt_masks: torch.Tensor, pred_masks: torch.Tensor) -> torch.Ten
         (B, K, N) Dice ``2 |g m| / (|g| + |m|)``; 0 where both are empty.
     """
     inter = torch.einsum("bkp,bnp->bkn", gt_masks, pred_masks)
-    denom = gt_masks.sum(-1).unsqueeze(-1) + pred_masks.sum(-1).unsqueeze(-2)
-    return 2.0 * inter / (denom + DICE_EPS)
+    return dice_from_overlap(inter, gt_masks.sum(-1), pred_masks.sum(-1))
+
+
+def dice_from_overlap(inter: torch.Tensor, gt_area: torch.Tensor, pred_area: torch.Tensor) -> torch.Tensor:
+    """Dice ``2 |g m| / (|g| + |m|)`` from the overlaps (B, K, N) and the areas (B, K) and (B, N)."""
+    return 2.0 * inter / (gt_area.unsqueeze(-1) + pred_area.unsqueeze(-2) + DICE_EPS)
 
 
 class HungarianMatcher:
@@ -175,7 +182,21 @@ class HungarianMatcher:
         """
         mask_probs = mask_probs.detach().float()
         gt_masks = gt_masks.detach().float()
-        dice = pairwise_dice(gt_masks, mask_probs)
+        inter = torch.einsum("bkp,bnp->bkn", gt_masks, mask_probs)
+        return self.similarity_from_overlap(inter, gt_masks.sum(-1), mask_probs.sum(-1), class_probs, gt_classes)
+
+    @torch.no_grad()
+    def similarity_from_overlap(self, inter: torch.Tensor, gt_area: torch.Tensor, pred_area: torch.Tensor,
+                                class_probs: torch.Tensor, gt_classes: torch.Tensor
+                                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """:meth:`similarity` from the overlap of every segment with every slot, already summed.
+
+        ``inter`` (B, K, N): sum over the valid pixels of segment k of slot n's mask
+        probability; ``gt_area`` (B, K) and ``pred_area`` (B, N): the masks' sums. The loss
+        gets them from the pixels' segment index in O(B N P) (``scatter_add``) instead of
+        the O(B K N P) product of dense masks.
+        """
+        dice = dice_from_overlap(inter.detach().float(), gt_area.detach().float(), pred_area.detach().float())
         idx = gt_classes.clamp(min=0).long().unsqueeze(1).expand(-1, class_probs.shape[1], -1)  # (B, N, K)
         prob = torch.gather(class_probs.detach().float(), 2, idx).transpose(1, 2)  # (B, K, N)
         return prob * dice, dice, prob

@@ -1,4 +1,6 @@
 """Tests of geomax.data.dataset: panoptic maps <-> training targets, and the chip dataset."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -127,3 +129,26 @@ def test_a_zero_cache_reads_the_chip_every_time(synthetic_export, synthetic_data
                      n_masks=synthetic_data.n_masks, chip_size=synthetic_data.chip_size, cache_bytes=0)
     ds.load_sample(0)
     assert ds._cache == {} and ds._cached_bytes == 0
+
+
+def test_the_target_carries_the_segment_index_of_its_masks():
+    from geomax.common import GT_SEGMENT_INDEX
+
+    cls = np.zeros((16, 16), np.int64)
+    cls[:, :8] = 1
+    cls[2:6, 10:14] = 3
+    cls[10:14, 10:14] = 3
+    inst = np.zeros((16, 16), np.int64)
+    inst[2:6, 10:14] = 7
+    inst[10:14, 10:14] = 9
+    valid = np.ones((16, 16), bool)
+    valid[0, :] = False
+    for n_masks in (5, 2):  # with room for every segment, and with the smallest dropped
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            t = target_from_panoptic(cls, inst, valid, TABLE, n_masks=n_masks)
+        seg = t[GT_SEGMENT_INDEX]
+        assert seg.dtype == torch.int64 and seg.shape == (16, 16)
+        for k in range(n_masks):
+            assert torch.equal(seg == k, t[GT_MASKS][k])
+        assert torch.equal(seg == -1, ~t[GT_MASKS].any(0))

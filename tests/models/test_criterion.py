@@ -341,3 +341,36 @@ def test_segment_index_equals_argmax_for_non_overlapping_masks():
     gt = torch.stack([(seg == k + 1) for k in range(6)], 1).float()  # (B, K, P); seg 0 -> no mask
     gt[:, 2] = 0  # an absent segment
     assert torch.equal(_segment_index(gt), gt.argmax(1))
+
+
+@pytest.mark.parametrize("resolution", ["input", "output"])
+def test_the_segment_index_gives_the_terms_and_gradients_of_the_dense_masks(resolution):
+    """The loss summed by segment index (the dataset's ``GT_SEGMENT_INDEX``) equals the dense-mask definition:
+    the same terms with the index given, derived from the masks, or with a stale padding entry's mask."""
+    from geomax.common import GT_SEGMENT_INDEX
+    from geomax.models.matcher import pairwise_dice
+
+    tgt = make_target(seed=3)
+    masks = tgt[GT_MASKS]
+    index = torch.where(masks.any(1), masks.float().argmax(1), torch.tensor(-1))
+    loss = MaXDeepLabLoss(C, loss_resolution=resolution)
+    values, grads = [], []
+    for target in (tgt, {**tgt, GT_SEGMENT_INDEX: index}):
+        pred = random_pred(seed=5)
+        terms = loss.terms(pred, target)
+        sum(terms.values()).backward()
+        values.append({k: float(v) for k, v in terms.items()})
+        grads.append(pred[PRED_MASK_LOGITS].grad.clone())
+    assert values[0] == pytest.approx(values[1], rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(grads[0], grads[1])
+    # the matcher's similarity from the overlaps equals the one from dense masks
+    probs = torch.rand(2, 12, 64)
+    gt = masks[:, :, ::4, ::4].reshape(2, 10, -1).float()
+    matcher = loss.matcher
+    dense = matcher.similarity(probs, torch.rand(2, 12, C + 1).softmax(-1), gt, tgt[GT_CLASSES])
+    inter = torch.einsum("bkp,bnp->bkn", gt, probs)
+    summed = matcher.similarity_from_overlap(inter, gt.sum(-1), probs.sum(-1), torch.rand(2, 12, C + 1).softmax(-1),
+                                             tgt[GT_CLASSES])
+    torch.testing.assert_close(dense[1], summed[1])
+    torch.testing.assert_close(dense[1], pairwise_dice(gt, probs))
+
