@@ -9,7 +9,7 @@ import rasterio
 import torch
 from rasterio.transform import from_origin
 
-from geomax.common import GT_CLASSES, GT_IS_THING, GT_MASKS, GT_SEMANTIC, GT_VALID
+from geomax.common import GT_CLASSES, GT_IS_THING, GT_MASKS, GT_SEGMENT_INDEX, GT_SEMANTIC, GT_VALID
 from geomax.data.prepare import PanopticDataLoaders, panoptic_from_target, prepare_data, target_from_panoptic
 from geomax.data.rasterize import rasterize_labels
 from geomax.data.synthetic import CLASS_FIELD, SYNTHETIC_CLASSES
@@ -81,7 +81,11 @@ def test_round_trip_batches_reproduce_rasterized_labels(which, request):
     # the fastai loader yields the same format
     xb, yb = data.one_batch()
     assert xb.shape == (3, data.n_bands, 128, 128) and set(yb) == {GT_SEMANTIC, GT_MASKS, GT_CLASSES, GT_IS_THING,
-                                                                   GT_VALID}
+                                                                   GT_VALID, GT_SEGMENT_INDEX}
+    seg = yb[GT_SEGMENT_INDEX]  # the mask holding each pixel, -1 for none
+    masks = yb[GT_MASKS]
+    assert all(bool(((seg == k) == masks[:, k]).all()) for k in range(masks.shape[1]))
+    assert bool(((seg == -1) == ~masks.any(1)).all())
 
 
 @pytest.mark.filterwarnings(WARN)
