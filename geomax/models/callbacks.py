@@ -9,6 +9,7 @@ import os
 import time
 from pathlib import Path
 
+import torch
 from fastai.callback.core import Callback, CancelFitException, CancelTrainException
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
@@ -153,14 +154,10 @@ class Autocast(Callback):
     order = 10  # before the loss and every metric
 
     def __init__(self, device_type: str = "cpu", dtype=None):
-        import torch
-
         self.device_type, self.dtype = device_type, dtype or torch.bfloat16
         self._ctx = None
 
     def before_batch(self):
-        import torch
-
         self._ctx = torch.autocast(self.device_type, dtype=self.dtype)
         self._ctx.__enter__()
 

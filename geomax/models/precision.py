@@ -24,6 +24,7 @@ from ..errors import ArgumentError
 
 __all__ = ["MIXED_PRECISION_MODES", "check_mode", "cpu_has_native_bf16", "autocast_dtype", "autocast"]
 
+
 def check_mode(mode: str) -> str:
     """``mode`` when it is one of :data:`MIXED_PRECISION_MODES`; otherwise :class:`ArgumentError`."""
     if mode not in MIXED_PRECISION_MODES:

@@ -22,6 +22,7 @@ from ..inference.predictor import TilePredictor
 from ..panoptic import PanopticResult
 from .maxdeeplab import INPUT_MULTIPLE, pad_to_multiple
 from .postprocess import PanopticPostProcessor
+from .precision import autocast, check_mode
 from .state import ModelState
 
 __all__ = ["PanopticPredictor"]
@@ -46,8 +47,6 @@ class PanopticPredictor(TilePredictor):
     tile_multiple = INPUT_MULTIPLE
 
     def __init__(self, network: torch.nn.Module, state: ModelState, mixed_precision: str = "auto"):
-        from .precision import check_mode
-
         self.network = network
         self.state = state
         self.mixed_precision = check_mode(mixed_precision)
@@ -105,8 +104,6 @@ class PanopticPredictor(TilePredictor):
         net.eval()
         try:
             padded, _ = pad_to_multiple(image.to(self.device), self.tile_multiple)
-            from .precision import autocast
-
             with autocast(self.device, self.mixed_precision):
                 out = net(padded)
             return {k: v.float() for k, v in out.items()}
