@@ -19,6 +19,11 @@ parts, each a ratio measured in this run:
     Images per second of the training step (loader, network, loss, optimiser; no
     validation) at ``--sizes`` px (``chip_size`` forced; above 256 px a quarter of the
     batch), float32 and mixed precision.
+``ab``
+    Two in-process A/B comparisons, interleaved rounds, medians, on a batch of the 256 px
+    export's default recipe (128 px crops): the optimiser step of fastai's ``Adam`` against
+    the learner's optimiser (PyTorch ``AdamW``, multi-tensor) on the network's parameters,
+    and forward + loss + backward in float32 with contiguous against channels-last weights.
 ``quality``
     Validation PQ after the same number of optimiser steps (``--quality-epochs`` epochs
     of a 128 px export) in float32 and in mixed precision, seed 0, plus float32 with
@@ -184,6 +189,43 @@ def quality_at_equal_steps(chips: Path, args, mixed: bool, seed: int) -> dict:
             "pq": metrics["all"]["pq"], "pq_things": metrics["things"]["pq"], "pq_stuff": metrics["stuff"]["pq"]}
 
 
+def ab_comparisons(chips: Path, args, rounds: int = 12) -> dict:
+    """Optimiser step: fastai ``Adam`` vs the learner's; float32 step: contiguous vs channels-last (ms, medians)."""
+    from fastai.optimizer import Adam
+
+    from geomax.models.learner import adamw
+
+    model, data = _model(chips, None, args.batch_size)
+    net, loss_func = model.learn.model, model.learn.loss_func
+    net.train()
+    xb, yb = next(iter(data.train))
+    groups = model.learn.splitter(net)
+    optimisers = {"fastai_adam": Adam(groups, lr=1e-3), "learner_adamw": adamw(groups, lr=1e-3)}
+    times: dict = {k: [] for k in optimisers}
+    for _ in range(rounds):
+        for name, opt in optimisers.items():
+            for p in net.parameters():
+                p.grad = torch.randn_like(p) * 1e-3
+            t0 = time.perf_counter()
+            opt.step()
+            times[name].append(time.perf_counter() - t0)
+    formats = {"contiguous": torch.contiguous_format, "channels_last": torch.channels_last}
+    step_times: dict = {k: [] for k in formats}
+    for _ in range(max(3, rounds // 2)):
+        for name, fmt in formats.items():
+            net.to(memory_format=fmt)
+            for timed in (False, True):  # one untimed step after each switch
+                t0 = time.perf_counter()
+                loss_func(net(xb), yb).backward()
+                net.zero_grad()
+                if timed:
+                    step_times[name].append(time.perf_counter() - t0)
+    med = lambda v: 1000 * sorted(v)[len(v) // 2]  # noqa: E731
+    return {"optimiser_step_ms": {k: med(v) for k, v in times.items()},
+            "float32_fwd_loss_bwd_ms": {k: med(v) for k, v in step_times.items()},
+            "params": sum(p.numel() for p in net.parameters()), "tensors": len(list(net.parameters()))}
+
+
 def _device_name() -> str:
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
@@ -199,7 +241,7 @@ def _device_name() -> str:
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=["overhead", "sizes", "quality"],
-                    choices=["overhead", "sizes", "quality"])
+                    choices=["overhead", "ab", "sizes", "quality"])
     ap.add_argument("--budget-minutes", type=float, default=1.5, help="budget of each overhead fit")
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--batch-size", type=int, default=8)
@@ -250,6 +292,14 @@ def main(argv=None) -> dict:
             if len(default) == 2:
                 result["bf16_over_fp32_steps_in_fit"] = default[0]["fit_step_s"] and \
                     default[1]["fit_step_s"] / default[0]["fit_step_s"]
+        if "ab" in args.parts:
+            ab = ab_comparisons(exports[256], args)
+            result["ab"] = ab
+            save()
+            o, f = ab["optimiser_step_ms"], ab["float32_fwd_loss_bwd_ms"]
+            print(f"optimiser step: fastai Adam {o['fastai_adam']:.1f} ms, learner AdamW {o['learner_adamw']:.1f} ms "
+                  f"({ab['params']} parameters in {ab['tensors']} tensors); float32 forward + loss + backward: "
+                  f"contiguous {f['contiguous']:.0f} ms, channels-last {f['channels_last']:.0f} ms", flush=True)
         if "sizes" in args.parts:
             rows = []
             for size in args.sizes:

@@ -381,6 +381,10 @@ class TrainConfig(Config):
         Seconds between two last-epoch checkpoints (the first and the last epoch are always
         saved): on small exports an epoch takes a second or two, and writing weights plus
         optimiser after each one cost up to a tenth of the training time.
+    validate_every:
+        With ``minutes``: seconds between two validations (the first and the last epoch are
+        always validated; a skipped epoch is recorded with its training loss only); 0: every
+        epoch. Training by ``epochs`` or with ``early_stopping`` validates every epoch.
     """
 
     kind: ClassVar[str] = "training"
@@ -408,6 +412,7 @@ class TrainConfig(Config):
     num_threads: int | None = None
     mixed_precision: str = "auto"
     checkpoint_every: float = 60.0
+    validate_every: float = 30.0
 
     def __post_init__(self) -> None:
         if self.epochs is not None and self.minutes is not None:
@@ -433,6 +438,7 @@ class TrainConfig(Config):
             _int_at_least("num_threads", self.num_threads, 1)
         _choice("mixed_precision", self.mixed_precision, MIXED_PRECISION_MODES)
         _in_range("checkpoint_every", self.checkpoint_every, 0.0)
+        _in_range("validate_every", self.validate_every, 0.0)
 
     def training_chip_size(self, exported: int, gpu: bool) -> int:
         """Side of the training chips for chips exported at ``exported`` px.

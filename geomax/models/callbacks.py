@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 import torch
-from fastai.callback.core import Callback, CancelFitException, CancelTrainException
+from fastai.callback.core import Callback, CancelFitException, CancelTrainException, CancelValidException
 from fastai.callback.progress import ProgressCallback
 from fastai.callback.tracker import EarlyStoppingCallback, SaveModelCallback
 
@@ -45,6 +45,12 @@ class TimeBudget(Callback):
     * After each training batch, if the budget (less the time the last validation took)
       is used up, the epoch's training ends; the epoch is still validated and recorded,
       then training stops.
+    * With ``validate_every``, an epoch is validated only when that many seconds have
+      passed since the last validation, and always the first epoch and the last (the one
+      after which no other epoch fits in the budget). A skipped epoch is recorded with
+      its training loss and ``None`` for the validation loss and metrics. On small exports
+      an epoch takes a few seconds and validating each one cost up to a tenth of the
+      budget (``docs/design.md``).
 
     Parameters
     ----------
@@ -58,6 +64,9 @@ class TimeBudget(Callback):
     already_used:
         Seconds of the budget an interrupted run had used (a resumed run continues its
         schedule and budget).
+    validate_every:
+        Seconds between two validations (0: every epoch). Leave it 0 when a callback
+        watches a validation value every epoch (early stopping, the best-epoch checkpoint).
 
     Attributes
     ----------
@@ -71,15 +80,22 @@ class TimeBudget(Callback):
 
     order = 55  # after the Recorder (50), before the ParamScheduler (60)
 
-    def __init__(self, seconds: float, verbose: bool = True, valid_estimate: float = 0.0, already_used: float = 0.0):
+    def __init__(self, seconds: float, verbose: bool = True, valid_estimate: float = 0.0, already_used: float = 0.0,
+                 validate_every: float = 0.0):
         if not seconds > 0:
             raise ArgumentError(f"The training budget must be positive, got {seconds} s.")
+        if not validate_every >= 0:
+            raise ArgumentError(f"validate_every must be 0 or more seconds, got {validate_every}.")
         self.seconds, self.verbose = float(seconds), verbose
         self.already_used = float(already_used)
         self.valid_estimate = float(valid_estimate)
+        self.validate_every = float(validate_every)
         self.batch_losses: list[float] = []
         self.epoch_ends: list[int] = []
         self.epochs_done, self.elapsed, self._valid_time = 0, 0.0, 0.0
+        self.validated: list[bool] = []  # per epoch of this run: validated or skipped
+        self._last_valid: float | None = None
+        self._skipped = False
 
     def _used(self) -> float:
         return time.monotonic() - self._start + self.already_used
@@ -90,8 +106,9 @@ class TimeBudget(Callback):
 
     def before_fit(self):
         self._start = self._last_print = time.monotonic()
-        self.batch_losses, self.epoch_ends, self.epochs_done = [], [], 0
+        self.batch_losses, self.epoch_ends, self.epochs_done, self.validated = [], [], 0, []
         self._valid_time = self.valid_estimate  # until the first validation is timed
+        self._last_valid, self._skipped = None, False
 
     def before_batch(self):
         if self.training:
@@ -113,22 +130,40 @@ class TimeBudget(Callback):
         if hasattr(self.learn, "recorder"):
             self.learn.recorder.cancel_train = False
 
+    def _last_epoch(self) -> bool:
+        """Whether no other epoch starts after this one (:meth:`before_epoch`'s rule, with a margin)."""
+        return self._used() + 1.5 * self._valid_time + 1.0 >= self.seconds
+
     def before_validate(self):
+        self._skipped = False
+        if (self.validate_every > 0 and self._last_valid is not None and not self._last_epoch()
+                and self._used() - self._last_valid < self.validate_every):
+            self._skipped = True
+            raise CancelValidException()
         self._valid_start = time.monotonic()
 
     def after_validate(self):
-        self._valid_time = time.monotonic() - self._valid_start
+        if not self._skipped:
+            self._valid_time = time.monotonic() - self._valid_start
+            self._last_valid = self._used()
 
     def after_epoch(self):
         self.epoch_ends.append(len(self.batch_losses))
         self.epochs_done = self.epoch + 1
         self.elapsed = self._used()
+        self.validated.append(not self._skipped)
+        rec = self.learn.recorder
+        if self._skipped and rec.values:
+            # the Recorder logged the training loss only: the validation columns as None
+            missing = len(rec.metric_names) - 2 - len(rec.values[-1])  # less "epoch" and "time"
+            row = rec.values[-1]
+            rec.values[-1] = type(row)(list(row) + [None] * max(missing, 0))
         if self.verbose:
-            rec = self.learn.recorder
-            vals = dict(zip(rec.metric_names[1:-1], rec.log[1:-1])) if rec.log else {}
+            vals = dict(zip(rec.metric_names[1:-1], rec.values[-1])) if rec.values else {}
             shown = "  ".join(f"{k} {float(v):.4f}" for k, v in vals.items()
                               if isinstance(v, (int, float)) or hasattr(v, "item"))
-            log.info(f"epoch {self.epochs_done}: {shown}  [{clock(self.elapsed)} of {clock(self.seconds)}]")
+            note = f"  (validated every {self.validate_every:g} s)" if self._skipped else ""
+            log.info(f"epoch {self.epochs_done}: {shown}{note}  [{clock(self.elapsed)} of {clock(self.seconds)}]")
 
     def before_epoch(self):
         if self.epoch > 0 and self._used() + self._valid_time >= self.seconds:

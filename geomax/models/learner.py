@@ -156,8 +156,8 @@ class MaXDeepLab:
             path = Path(getattr(data, "path", "."))
         pq = PanopticQualityMetric(self.postprocessor, self.class_table)
         metrics = [pq, PanopticQualityPart(pq, "things"), PanopticQualityPart(pq, "stuff")]
-        learn = Learner(dls, network, loss_func=self.loss_func, metrics=metrics, splitter=_backbone_splitter,
-                        path=path, model_dir="models")
+        learn = Learner(dls, network, loss_func=self.loss_func, opt_func=adamw, metrics=metrics,
+                        splitter=_backbone_splitter, path=path, model_dir="models")
         if torch.cuda.is_available():
             learn.model.cuda()
         return learn
@@ -349,7 +349,8 @@ class MaXDeepLab:
             log.info(f"resuming after epoch {start_epoch} from {self.checkpoint_folder}")
         budget = None
         if cfg.minutes is not None:
-            budget = TimeBudget(60.0 * cfg.minutes, verbose=True, valid_estimate=valid_estimate, already_used=used)
+            budget = TimeBudget(60.0 * cfg.minutes, verbose=True, valid_estimate=valid_estimate, already_used=used,
+                                validate_every=0.0 if cfg.early_stopping else cfg.validate_every)
             cbs.append(budget)
         if cfg.checkpoint:
             cbs.append(last)
@@ -386,11 +387,9 @@ class MaXDeepLab:
             self.learn.to_fp16() if mode == "auto" else self.learn.to_fp32()
             return
         dtype = autocast_dtype(self.device, mode, training=True)
-        if dtype is not None:
-            # oneDNN's bfloat16 convolutions run faster on channels-last tensors (docs/design.md)
-            self.learn.add_cbs([ChannelsLast(), Autocast(self.device.type, dtype)])
-        else:
-            self.learn.model.to(memory_format=torch.contiguous_format)
+        # oneDNN's convolutions run faster on channels-last tensors, in bfloat16 and in
+        # float32 alike (docs/design.md, "Training speed on a CPU")
+        self.learn.add_cbs([ChannelsLast()] if dtype is None else [ChannelsLast(), Autocast(self.device.type, dtype)])
 
     def freeze(self) -> None:
         """Freeze the backbone (stem and convolutional stages); train the transformer and heads."""
@@ -401,11 +400,19 @@ class MaXDeepLab:
         self.learn.unfreeze()
 
     def plot_losses(self, show: bool = True):
-        """Plot training and validation loss (fastai's recorder)."""
-        self.learn.recorder.plot_loss(show_epochs=True)
+        """Plot the training loss per batch, training and validation loss per epoch, and validation PQ.
+
+        Epochs a time budget did not validate (``TrainConfig.validate_every``) have no
+        validation point.
+        """
         import matplotlib.pyplot as plt
 
-        fig = plt.gcf()
+        from ..report import plot_losses
+
+        rec = self.learn.recorder
+        batch_losses = [float(v) for v in getattr(rec, "losses", [])]
+        ends = list(getattr(rec, "iters", []))
+        fig = plot_losses(self.history, batch_losses, ends if len(ends) == len(self.history) else None)
         if show:
             plt.show()
         return fig
@@ -649,6 +656,20 @@ def _slots_for_data(backbone: str, data, net_kw: dict) -> dict:
     if n_masks > VARIANTS[backbone].num_slots:
         net_kw = {**net_kw, "num_slots": -(-n_masks // 8) * 8}
     return net_kw
+
+
+def adamw(params, lr: float, **kwargs):
+    """The optimiser: PyTorch's ``AdamW`` with its multi-tensor (``foreach``) update, behind fastai's wrapper.
+
+    The same hyper-parameters as fastai's default ``Adam`` (betas 0.9 / 0.99, eps 1e-5,
+    decoupled weight decay 0.01), which loops over the parameters in Python: its step
+    took about 7 % of a training step of the CPU network (``docs/design.md``).
+    """
+    from fastai.optimizer import OptimWrapper
+
+    options = dict(betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01, foreach=True)
+    options.update(kwargs)
+    return OptimWrapper(params, opt=torch.optim.AdamW, lr=lr, **options)
 
 
 def _backbone_splitter(model) -> list:

@@ -65,6 +65,44 @@ def test_time_budget_stops_training_and_drives_the_schedule(tmp_path):
     assert slow.pcts[-1] > slow.pcts[0]
 
 
+class _CountValidations(Callback):
+    def before_fit(self):
+        self.n = 0
+
+    def after_validate(self):
+        if not self.recorder.cancel_valid:
+            self.n += 1
+
+
+def test_time_budget_validates_on_a_schedule_and_always_the_first_and_last_epoch(tmp_path):
+    from geomax.models.callbacks import history_rows
+
+    learn = _learner(tmp_path)
+    budget, slow, count = TimeBudget(3.0, verbose=False, validate_every=0.8), _SlowBatches(0.01), _CountValidations()
+    with without_progress_table(learn):
+        learn.fit_one_cycle(1000, 1e-2, cbs=[budget, slow, count])
+    n = budget.epochs_done
+    assert n >= 5  # four batches of 10 ms an epoch (plus fastai's own time): several epochs in 3 s
+    assert budget.validated[0] and budget.validated[-1]  # the first and the last epoch
+    assert count.n == sum(budget.validated) < n  # some epochs were not validated
+    assert not all(budget.validated[1:-1])
+    rows = history_rows(learn.recorder)
+    assert len(rows) == n and all(set(r) == {"train_loss", "valid_loss"} for r in rows)
+    for row, validated in zip(rows, budget.validated):
+        assert row["train_loss"] is not None
+        assert (row["valid_loss"] is not None) == validated  # a skipped epoch: its train loss only
+
+
+def test_time_budget_validates_every_epoch_by_default(tmp_path):
+    learn = _learner(tmp_path)
+    budget, slow, count = TimeBudget(0.3, verbose=False), _SlowBatches(0.01), _CountValidations()
+    with without_progress_table(learn):
+        learn.fit_one_cycle(1000, 1e-2, cbs=[budget, slow, count])
+    assert count.n == budget.epochs_done == len(budget.validated) and all(budget.validated)
+    with pytest.raises(ArgumentError, match="validate_every"):
+        TimeBudget(1.0, validate_every=-1)
+
+
 def test_last_epoch_checkpoint_saves_and_restores(tmp_path):
     learn = _learner(tmp_path)
     with without_progress_table(learn):

@@ -288,3 +288,21 @@ def test_mixed_precision_follows_the_setting_in_fit_and_in_prediction(data, monk
     auto = model.predictor.forward(xb)
     assert all(v.dtype == torch.float32 for v in auto.values())
     assert any(not torch.equal(auto[k], off[k]) for k in off)  # bfloat16 ran
+
+
+def test_the_optimiser_is_multi_tensor_adamw_with_fastais_adam_settings(data):
+    from fastai.optimizer import OptimWrapper
+
+    torch.manual_seed(0)
+    model = MaXDeepLab(data, backbone="max_deeplab_tiny")
+    before = [p.detach().clone() for p in model.model.parameters()]
+    model.fit(1, lr=1e-3, checkpoint=False, warn_empty=False)
+    opt = model.learn.opt
+    assert isinstance(opt, OptimWrapper) and isinstance(opt.opt, torch.optim.AdamW)
+    groups = opt.opt.param_groups
+    assert len(groups) == 2  # backbone / the rest, as the splitter gives them
+    for g in groups:
+        assert g["foreach"] and g["eps"] == 1e-5 and g["weight_decay"] == 0.01 and g["betas"][1] == 0.99
+        # fit_one_cycle schedules fastai's "mom" on AdamW's first beta (0.95 -> 0.85 -> 0.95)
+        assert 0.85 <= g["betas"][0] <= 0.95
+    assert any(not torch.equal(a, b) for a, b in zip(before, model.model.parameters()))
