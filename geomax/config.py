@@ -36,7 +36,7 @@ __all__ = ["MIXED_PRECISION_MODES", "Config", "NetworkConfig", "LossConfig", "Po
 C = TypeVar("C", bound="Config")
 
 #: Values of the ``mixed_precision`` settings (the rule: :mod:`geomax.models.precision`).
-MIXED_PRECISION_MODES = ("auto", "off")
+MIXED_PRECISION_MODES = ("auto", "bf16", "off")
 
 
 def check_known(keys, valid, what: str) -> None:
@@ -374,9 +374,11 @@ class TrainConfig(Config):
     num_threads:
         Torch CPU threads (``None``: torch's own choice).
     mixed_precision:
-        ``"auto"``: float16 on CUDA, bfloat16 autocast on a CPU with native bfloat16
-        (:mod:`geomax.models.precision`; about 1.5x the steps per minute at equal PQ,
-        ``docs/design.md``), float32 elsewhere; ``"off"``: float32.
+        ``"auto"``: float16 on CUDA; on a CPU with native bfloat16, bfloat16 autocast for
+        training chips of :attr:`CPU_BF16_MIN_CHIP` px and more (1.5x the images per second
+        at 256 px) and float32 below (as fast at 128 px, and a little better PQ at equal
+        steps; :mod:`geomax.models.precision`, ``docs/design.md``); float32 elsewhere.
+        ``"bf16"``: bfloat16 autocast whatever the chip size and device; ``"off"``: float32.
     checkpoint_every:
         Seconds between two last-epoch checkpoints (the first and the last epoch are always
         saved): on small exports an epoch takes a second or two, and writing weights plus
@@ -395,6 +397,9 @@ class TrainConfig(Config):
     #: about five times the optimiser steps, and the CPU network's 32 slots cover the segments of
     #: a 128 px crop of dense scenes (``docs/design.md``, "Training chip size chosen from the data and the device").
     CPU_CHIP_SIZE: ClassVar[int] = 128
+    #: Smallest training chip that ``mixed_precision="auto"`` trains in bfloat16 on a CPU (measured
+    #: by ``benchmarks/bench_train_speed.py``: at 128 px channels-last float32 runs as fast as bfloat16).
+    CPU_BF16_MIN_CHIP: ClassVar[int] = 256
 
     epochs: int | None = None
     minutes: float | None = None

@@ -383,10 +383,12 @@ class MaXDeepLab:
         from .precision import autocast_dtype
 
         self.learn.remove_cbs([cb for cb in self.learn.cbs if isinstance(cb, (Autocast, ChannelsLast))])
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and mode != "bf16":
             self.learn.to_fp16() if mode == "auto" else self.learn.to_fp32()
             return
-        dtype = autocast_dtype(self.device, mode, training=True)
+        if self.device.type == "cuda":
+            self.learn.to_fp32()  # bfloat16 autocast needs no gradient scaler
+        dtype = autocast_dtype(self.device, mode, training=True, chip_size=int(self.chip_size))
         # oneDNN's convolutions run faster on channels-last tensors, in bfloat16 and in
         # float32 alike (docs/design.md, "Training speed on a CPU")
         self.learn.add_cbs([ChannelsLast()] if dtype is None else [ChannelsLast(), Autocast(self.device.type, dtype)])

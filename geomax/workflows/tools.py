@@ -523,8 +523,9 @@ _RASTER = ("DERasterDataset", "GPRasterLayer")
 _FEATURES = ("DEFeatureClass", "GPFeatureLayer")
 _MIXED_PRECISION = Param(
     "mixed_precision", "Mixed Precision", "GPString", "str",
-    "auto: bfloat16 where the processor computes it natively (a CPU with AVX512-BF16 or AMX; float16 training and "
-    "bfloat16 prediction on a GPU), float32 elsewhere; off: float32 everywhere.",
+    "auto: bfloat16 where it pays (a CPU with AVX512-BF16 or AMX: prediction, and training on chips of 256 px or "
+    "more; a GPU: float16 training, bfloat16 prediction), float32 elsewhere; bf16: bfloat16 everywhere; off: "
+    "float32 everywhere.",
     default=default_of(TrainConfig, "mixed_precision"), choices=MIXED_PRECISION_MODES)
 
 _OVERWRITE_HELP = ("Replace {what} (otherwise an existing one is refused before any work). Only outputs geomax "

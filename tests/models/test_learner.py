@@ -266,16 +266,23 @@ def test_a_model_of_a_band_subset_export_reads_the_same_source_bands_on_every_pa
 
 
 def test_mixed_precision_follows_the_setting_in_fit_and_in_prediction(data, monkeypatch):
+    from fastai.callback.channelslast import ChannelsLast
+
+    from geomax.config import TrainConfig
     from geomax.models import precision
     from geomax.models.callbacks import Autocast
 
     monkeypatch.setattr(precision, "cpu_has_native_bf16", lambda: True)
     torch.manual_seed(0)
     model = MaXDeepLab(data, backbone="max_deeplab_tiny")
-    model.fit(1, lr=1e-3, checkpoint=False, warn_empty=False)
+    assert model.chip_size < TrainConfig.CPU_BF16_MIN_CHIP
+    model.fit(1, lr=1e-3, checkpoint=False, warn_empty=False)  # "auto" trains small chips in float32
+    assert not any(isinstance(cb, Autocast) for cb in model.learn.cbs)
+    model.fit(1, lr=1e-3, checkpoint=False, warn_empty=False, mixed_precision="bf16")
     assert sum(isinstance(cb, Autocast) for cb in model.learn.cbs) == 1
     model.fit(1, lr=1e-3, checkpoint=False, warn_empty=False, mixed_precision="off")
     assert not any(isinstance(cb, Autocast) for cb in model.learn.cbs)
+    assert sum(isinstance(cb, ChannelsLast) for cb in model.learn.cbs) == 1  # float32 trains channels-last too
     xb, _ = next(iter(data.valid))
     model.predictor.mixed_precision = "off"
     net = model.model.eval()
