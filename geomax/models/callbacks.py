@@ -166,7 +166,10 @@ class TimeBudget(Callback):
             log.info(f"epoch {self.epochs_done}: {shown}{note}  [{clock(self.elapsed)} of {clock(self.seconds)}]")
 
     def before_epoch(self):
-        if self.epoch > 0 and self._used() + self._valid_time >= self.seconds:
+        # the budget is used up: stop, unless the last epoch went unvalidated (a slow step after
+        # its training, e.g. a checkpoint, took the margin): then one batch and a validation run
+        if (self.epoch > 0 and self._used() + self._valid_time >= self.seconds
+                and (not self.validated or self.validated[-1])):
             raise CancelFitException()
 
 

@@ -74,23 +74,52 @@ class _CountValidations(Callback):
             self.n += 1
 
 
+class _FakeClock(Callback):
+    """The budget's clock: each training batch takes ``batch`` s, the step after each epoch ``after_epoch`` s."""
+    order = 70
+
+    def __init__(self, budget: TimeBudget, batch: float, after_epoch: float = 0.0):
+        self.t, self.batch, self.pause = 0.0, batch, after_epoch
+        budget._used = lambda: self.t
+
+    def after_batch(self):
+        if self.training:
+            self.t += self.batch
+
+    def after_epoch(self):
+        self.t += self.pause
+
+
 def test_time_budget_validates_on_a_schedule_and_always_the_first_and_last_epoch(tmp_path):
     from geomax.models.callbacks import history_rows
 
     learn = _learner(tmp_path)
-    budget, slow, count = TimeBudget(3.0, verbose=False, validate_every=0.8), _SlowBatches(0.01), _CountValidations()
-    with without_progress_table(learn):
-        learn.fit_one_cycle(1000, 1e-2, cbs=[budget, slow, count])
+    budget = TimeBudget(30.0, verbose=False, validate_every=5.0)
+    count = _CountValidations()
+    with without_progress_table(learn):  # four batches of 0.5 s: an epoch every 2 s
+        learn.fit_one_cycle(1000, 1e-2, cbs=[budget, _FakeClock(budget, 0.5), count])
     n = budget.epochs_done
-    assert n >= 5  # four batches of 10 ms an epoch (plus fastai's own time): several epochs in 3 s
+    assert n == 15
     assert budget.validated[0] and budget.validated[-1]  # the first and the last epoch
-    assert count.n == sum(budget.validated) < n  # some epochs were not validated
-    assert not all(budget.validated[1:-1])
+    assert count.n == sum(budget.validated) < n  # about one validation per 5 s, not one per epoch
+    assert budget.validated[:4] == [True, False, False, True]  # after 2 s, 4 s, 6 s, 8 s of training
     rows = history_rows(learn.recorder)
     assert len(rows) == n and all(set(r) == {"train_loss", "valid_loss"} for r in rows)
     for row, validated in zip(rows, budget.validated):
         assert row["train_loss"] is not None
         assert (row["valid_loss"] is not None) == validated  # a skipped epoch: its train loss only
+
+
+def test_time_budget_validates_the_last_epoch_even_after_a_slow_step_between_epochs(tmp_path):
+    learn = _learner(tmp_path)
+    budget = TimeBudget(6.0, verbose=False, validate_every=100.0)
+    with without_progress_table(learn):
+        # epoch 1 ends at 0.4 s (validated: the first), 3 s pass (a checkpoint write, say); epoch 2 ends
+        # at 3.8 s with time to spare (not validated), the 3 s pass uses the budget up: one batch of a
+        # third epoch and its validation run instead of stopping on an unvalidated epoch
+        learn.fit_one_cycle(1000, 1e-2, cbs=[budget, _FakeClock(budget, 0.1, after_epoch=3.0)])
+    assert budget.validated == [True, False, True]
+    assert budget.epoch_ends == [4, 8, 9]
 
 
 def test_time_budget_validates_every_epoch_by_default(tmp_path):
