@@ -117,7 +117,8 @@ def prepare(folder, out) -> dict:
     Returns
     -------
     dict
-        ``train_raster``, ``train_labels``, ``train_crowns``, and ``tests``:
+        ``train_raster``, ``train_labels``, ``train_crowns``, ``train_boxes`` (pixel coordinates of
+        the mosaic), and ``tests``:
         ``{key: {"raster", "labels", "boxes" (n, 4) pixel coordinates, "crowns"}}``.
     """
     import rasterio
@@ -163,7 +164,7 @@ def prepare(folder, out) -> dict:
     _write_raster(out / "train.tif", mosaic, transform, nodata=0)
     _write_labels(out / "train.gpkg", boxes, transform)
     return {"train_raster": out / "train.tif", "train_labels": out / "train.gpkg", "train_crowns": len(boxes),
-            "tests": tests}
+            "train_boxes": boxes, "tests": tests}
 
 
 def instance_boxes(panoptic_raster) -> np.ndarray:

@@ -16,8 +16,9 @@ predicted instances matched to the crown boxes at IoU >= 0.5) with one of two ch
     the peak learning rate of the one-cycle schedule (``geomax train --lr``; default: the recipe's).
 
 Reported per variant: the validation PQ_things of the trained model (its own held-out chips of the
-training mosaic: the signal to choose by, never the test parts), epochs, and the test F1 / precision /
-recall / instances predicted. Appends a row to ``benchmarks/results/neon_variants.json``. Run it alone.
+training mosaic: the signal to choose by, never the test parts), epochs, the box F1 on the training
+mosaic itself (``train_f1``: how well the model fits what it was trained on) and the test F1 /
+precision / recall / instances predicted. Appends a row to ``benchmarks/results/neon_variants.json``. Run it alone.
 
     python benchmarks/neon_variants.py deepforest/data --minutes 10 --resample 2
     python benchmarks/neon_variants.py deepforest/data --minutes 10 --ellipse-scale 0.8
@@ -95,10 +96,14 @@ def run(neon: Path, minutes: float, factor: int, scale: float, lr: float | None,
         _run(["predict", str(work / "model"), str(resample(test["raster"], factor)), str(out), "--quiet"])
         pred[key] = neon_crowns.instance_boxes(out) * factor
     scores = neon_crowns.score({k: t["boxes"] for k, t in data["tests"].items()}, pred)
+    _run(["predict", str(work / "model"), str(resample(data["train_raster"], factor)), str(work / "pred_train.tif"),
+          "--quiet"])
+    train_fit = neon_crowns.match(data["train_boxes"], neon_crowns.instance_boxes(work / "pred_train.tif") * factor)
     return {"resample": factor, "ellipse_scale": scale, "lr": lr or emd["ModelParameters"]["train_config"]["lr"],
             "minutes": minutes,
             "epochs": len(emd.get("TrainingHistory") or []),
             "valid_pq_things": (emd.get("Metrics") or {}).get("things", {}).get("pq"),
+            "train_f1": train_fit["f1"],
             **{k: scores["all"][k] for k in ("f1", "precision", "recall", "tp", "fp", "fn", "predicted")},
             "f1_per_image": {k: r["f1"] for k, r in scores["per_image"].items()},
             "seconds": round(time.monotonic() - t0, 1)}
@@ -117,9 +122,10 @@ def main() -> None:
     rows = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
     rows.append(row)
     RESULTS.write_text(json.dumps({"benchmark": "neon_variants", "rows": rows}, indent=2))
-    print(f"{'resample':>8} {'ellipse':>7} {'lr':>7} {'epochs':>6} {'valid PQth':>10} {'F1':>5} {'P':>5} {'R':>5} {'pred':>5}")
+    print(f"{'resample':>8} {'ellipse':>7} {'lr':>7} {'epochs':>6} {'valid PQth':>10} {'train F1':>8} {'F1':>5} {'P':>5} {'R':>5} {'pred':>5}")
     for r in rows:
         print(f"{r['resample']:>8} {r['ellipse_scale']:>7.2f} {r['lr']:>7.0e} {r['epochs']:>6} {100 * (r['valid_pq_things'] or 0):>10.1f} "
+              f"{r.get('train_f1', float('nan')):>8.2f} "
               f"{r['f1']:>5.2f} {r['precision']:>5.2f} {r['recall']:>5.2f} {r['predicted']:>5}")
     print(f"wrote {RESULTS.relative_to(Path(__file__).parent.parent)}")
 
