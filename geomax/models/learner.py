@@ -664,8 +664,8 @@ def adamw(params, lr: float, **kwargs):
     """The optimiser: PyTorch's ``AdamW`` with its multi-tensor (``foreach``) update, behind fastai's wrapper.
 
     The same hyper-parameters as fastai's default ``Adam`` (betas 0.9 / 0.99, eps 1e-5,
-    decoupled weight decay 0.01), which loops over the parameters in Python: its step
-    took about 7 % of a training step of the CPU network (``docs/design.md``).
+    decoupled weight decay 0.01), which loops over the parameters in Python: 21 ms a step
+    against its 26 ms on the CPU network (3.4 M parameters in 453 tensors; ``docs/design.md``).
     """
     from fastai.optimizer import OptimWrapper
 
