@@ -161,14 +161,20 @@ def plot_losses(history: Sequence[dict], batch_losses: Sequence[float] | None = 
             xs = np.asarray(epoch_ends, dtype=float)
         else:
             xs = np.linspace(n_batches / n_ep, n_batches, n_ep) if n_batches else np.arange(1, n_ep + 1)
+        def present(key):
+            """The epochs' x and value of ``key`` where it was recorded (a time budget validates on a schedule)."""
+            pairs = [(x, h.get(key)) for x, h in zip(xs, history)]
+            pairs = [(x, float(y)) for x, y in pairs if y is not None and not math.isnan(float(y))]
+            return [p[0] for p in pairs], [p[1] for p in pairs]
+
         for key, style in (("train_loss", "o-"), ("valid_loss", "s-")):
-            ys = [h.get(key) for h in history]
-            if any(y is not None and not (isinstance(y, float) and math.isnan(y)) for y in ys):
-                ax.plot(xs, [np.nan if y is None else y for y in ys], style, label=f"{key} (per epoch)")
-        pq = [h.get("panoptic_quality") for h in history]
-        if any(v is not None for v in pq):
+            px, py = present(key)
+            if px:
+                ax.plot(px, py, style, label=f"{key} (per epoch)")
+        px, py = present("panoptic_quality")
+        if px:
             ax2 = ax.twinx()
-            ax2.plot(xs, [np.nan if v is None else v for v in pq], "^--", color="#d62728", label="validation PQ")
+            ax2.plot(px, py, "^--", color="#d62728", label="validation PQ")
             ax2.set_ylabel("validation PQ")
             ax2.set_ylim(0, 1)
             ax2.legend(loc="center right")

@@ -48,6 +48,18 @@ def test_plot_losses_draws_batches_epochs_and_pq():
     assert list(ax2.lines[0].get_ydata()) == [0.1, 0.4]
 
 
+def test_plot_losses_joins_the_validated_epochs_of_a_budget_run():
+    # a time budget validates on a schedule: the epochs in between carry None
+    history = [{"train_loss": 3.0, "valid_loss": 2.9, "panoptic_quality": 0.0},
+               {"train_loss": 2.5, "valid_loss": None, "panoptic_quality": None},
+               {"train_loss": 2.0, "valid_loss": 1.9, "panoptic_quality": 0.3}]
+    fig = plot_losses(history, batch_losses=[3.0] * 6, epoch_ends=[2, 4, 6])
+    ax, ax2 = fig.axes
+    assert list(ax.lines[1].get_xdata()) == [2.0, 4.0, 6.0]  # the train loss of every epoch
+    assert list(ax.lines[2].get_xdata()) == [2.0, 6.0] and list(ax.lines[2].get_ydata()) == [2.9, 1.9]
+    assert list(ax2.lines[0].get_xdata()) == [2.0, 6.0] and list(ax2.lines[0].get_ydata()) == [0.0, 0.3]
+
+
 def test_write_demo_report_writes_html_and_pictures(synthetic_scene, tmp_path):
     pred = _perfect_prediction(synthetic_scene, tmp_path / "pred.tif")
     metrics = evaluate_raster(pred, synthetic_scene.labels, class_table=SYNTHETIC_CLASSES, progress=False)
