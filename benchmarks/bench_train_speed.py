@@ -63,10 +63,6 @@ def make_chips(folder: Path, chip: int, n_chips: int, seed: int = 11) -> Path:
     return folder / "chips"
 
 
-#: the mode that forces bfloat16 (``"auto"`` trains 128 px chips in float32 on a CPU since 2026-12-07)
-_MIXED = "bf16"
-
-
 def _has_mixed_precision() -> bool:
     from geomax.config import TrainConfig
 
@@ -95,6 +91,16 @@ def _mixed_on(device) -> bool:
     return autocast_dtype(device, "auto") is not None
 
 
+def _mixed_mode() -> str:
+    """The ``mixed_precision`` of the mixed cells: ``"bf16"`` where the device computes bfloat16 natively
+    (``"auto"`` trains 128 px chips in float32 on a CPU since 2026-12-07), else ``"auto"`` (float32 on a CPU
+    without native bfloat16, as the docstring says; also a checkout from before the ``"bf16"`` mode)."""
+    from geomax.config import MIXED_PRECISION_MODES
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    return "bf16" if "bf16" in MIXED_PRECISION_MODES and _mixed_on(device) else "auto"
+
+
 def bare_step(model, data, mixed: bool, repeats: int = 5) -> float:
     """Median seconds of forward + backward + SGD step with a trivial loss on one training batch."""
     net = model.learn.model
@@ -118,7 +124,7 @@ def bare_step(model, data, mixed: bool, repeats: int = 5) -> float:
 def budget_fit(chips: Path, chip_size: int | None, args, mixed: bool) -> dict:
     """A ``fit(minutes=...)`` with the defaults; its step time, and the bare step of the same model."""
     model, data = _model(chips, chip_size, args.batch_size)
-    options = {"mixed_precision": _MIXED if mixed else "off"} if _has_mixed_precision() else {}
+    options = {"mixed_precision": _mixed_mode() if mixed else "off"} if _has_mixed_precision() else {}
     t0 = time.perf_counter()
     model.fit(minutes=args.budget_minutes, warn_empty=False, **options)
     wall = time.perf_counter() - t0
@@ -171,7 +177,7 @@ def images_per_second(chips: Path, size: int, args, mixed: bool) -> dict:
                 raise CancelFitException()
 
     clock = Clock()
-    options = {"mixed_precision": _MIXED if mixed else "off"} if _has_mixed_precision() else {}
+    options = {"mixed_precision": _mixed_mode() if mixed else "off"} if _has_mixed_precision() else {}
     epochs = 1 + (args.warmup + args.batches) // max(len(data.train), 1)
     model.fit(epochs, checkpoint=False, warn_empty=False, cbs=[clock], **options)
     if clock.seconds is None:
@@ -184,7 +190,7 @@ def images_per_second(chips: Path, size: int, args, mixed: bool) -> dict:
 
 def quality_at_equal_steps(chips: Path, args, mixed: bool, seed: int) -> dict:
     model, data = _model(chips, None, args.batch_size, seed=seed)
-    options = {"mixed_precision": _MIXED if mixed else "off"} if _has_mixed_precision() else {}
+    options = {"mixed_precision": _mixed_mode() if mixed else "off"} if _has_mixed_precision() else {}
     t0 = time.perf_counter()
     model.fit(args.quality_epochs, checkpoint=False, warn_empty=False, **options)
     wall = time.perf_counter() - t0
