@@ -260,7 +260,12 @@ class LossConfig(Config):
     loss_resolution:
         ``"input"``: mask and semantic logits resized to the chip before the PQ-style,
         mask-ID and semantic terms (small objects are learned as inference draws them);
-        ``"output"``: deeplab2's ground truth sampled down to the output stride.
+        ``"output"``: deeplab2's ground truth sampled down to the output stride;
+        ``"sampled"``: as ``"input"``, on ``loss_points`` pixels per chip drawn at random
+        (one per cell of a grid) with the logits interpolated there, as Mask2Former's point
+        loss: the cost no longer grows with the chip's area.
+    loss_points:
+        Pixels per chip of the ``"sampled"`` loss (a chip with fewer uses all of them).
     mask_id_balance:
         ``"segment"``: every object weighs the same in the mask-ID term; ``"pixel"``:
         deeplab2's per-pixel mean.
@@ -276,7 +281,8 @@ class LossConfig(Config):
     alpha: float = 0.75
     temperature: float = 0.3
     void_overlap_weighting: str = "none"
-    loss_resolution: str = "input"
+    loss_resolution: str = "sampled"
+    loss_points: int = 4096
     mask_id_balance: str = "segment"
 
     def __post_init__(self) -> None:
@@ -286,7 +292,8 @@ class LossConfig(Config):
         _in_range("alpha", self.alpha, 0.0, 1.0)
         _in_range("temperature", self.temperature, 0.0, low_open=True)
         _choice("void_overlap_weighting", self.void_overlap_weighting, ("none", "official"))
-        _choice("loss_resolution", self.loss_resolution, ("output", "input"))
+        _choice("loss_resolution", self.loss_resolution, ("output", "input", "sampled"))
+        _int_at_least("loss_points", self.loss_points, 1)
         _choice("mask_id_balance", self.mask_id_balance, ("pixel", "segment"))
 
 

@@ -147,6 +147,69 @@ def _segment_index(gt: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bkp,k->bp", gt, ids).round().long()
 
 
+def point_sample_indices(height: int, width: int, points: int, batch: int,
+                         device: torch.device | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """(B, Q) flat indices of input pixels for the ``"sampled"`` loss: one random pixel per cell of a grid.
+
+    The chip is cut into square cells of side ``s = floor(sqrt(H * W / points))`` (at least 1); each
+    image takes one uniformly drawn pixel in every cell (cells at the right and bottom edge may be
+    narrower). Every region of the chip is sampled at the same density, so a small object is hit
+    about as often as its area says, with less variance than independent uniform draws. With
+    ``s == 1`` every pixel is taken once (``Q = H * W``).
+    """
+    side = max(1, int((height * width / max(int(points), 1)) ** 0.5))
+    cy = torch.arange(0, height, side, device=device)
+    cx = torch.arange(0, width, side, device=device)
+    if side == 1:
+        flat = (cy[:, None] * width + cx[None, :]).reshape(1, -1)
+        return flat.expand(batch, -1)
+    span_y = (height - cy).clamp(max=side).float()
+    span_x = (width - cx).clamp(max=side).float()
+    ry = torch.rand(batch, cy.numel(), cx.numel(), device=device, generator=generator)
+    rx = torch.rand(batch, cy.numel(), cx.numel(), device=device, generator=generator)
+    y = cy[None, :, None] + (ry * span_y[None, :, None]).long()
+    x = cx[None, None, :] + (rx * span_x[None, None, :]).long()
+    return (y * width + x).reshape(batch, -1)
+
+
+def _sample_predictions(pred: dict, size: tuple[int, int], idx: torch.Tensor) -> dict:
+    """Mask and semantic logits taken at the input pixels ``idx`` (B, Q) of a chip of ``size``, as (B, *, 1, Q).
+
+    The values are those of the bilinear resize to ``size`` (``align_corners=False``) at those pixels,
+    computed only there (``grid_sample`` at the pixel centres, border clamping as the resize).
+    """
+    H, W = size
+    B, Q = idx.shape
+    ys = torch.div(idx, W, rounding_mode="floor").float()
+    xs = (idx % W).float()
+    grid = torch.stack([(xs + 0.5) * (2.0 / W) - 1.0, (ys + 0.5) * (2.0 / H) - 1.0], -1).reshape(B, 1, Q, 2)
+    out = dict(pred)
+    for key in (PRED_MASK_LOGITS, PRED_SEMANTIC_LOGITS):
+        value = pred.get(key)
+        if value is None:
+            continue
+        out[key] = F.grid_sample(value.float(), grid.to(value.device), mode="bilinear", padding_mode="border",
+                                 align_corners=False)
+    return out
+
+
+def _sample_targets(target: dict, idx: torch.Tensor) -> dict:
+    """The semantic, validity and segment-index targets at the input pixels ``idx`` (B, Q), as (B, 1, Q)."""
+    sem = target[GT_SEMANTIC]
+    B = sem.shape[0]
+    valid = target.get(GT_VALID)
+    seg = target.get(GT_SEGMENT_INDEX)
+    if seg is None:  # a target built by hand: the index from the masks (-1 on no segment)
+        masks = target[GT_MASKS].reshape(B, target[GT_CLASSES].shape[1], -1)
+        seg = torch.where(masks.any(1), _segment_index(masks.float()), -1)
+    take = lambda t: t.reshape(B, -1).gather(1, idx).unsqueeze(1)  # noqa: E731
+    out = {k: v for k, v in target.items() if k in (GT_CLASSES, GT_IS_THING)}
+    out[GT_SEMANTIC] = take(sem)
+    out[GT_VALID] = take(valid).bool() if valid is not None else torch.ones_like(out[GT_SEMANTIC], dtype=torch.bool)
+    out[GT_SEGMENT_INDEX] = take(seg)
+    return out
+
+
 def _resize_predictions(pred: dict, size: tuple[int, int]) -> dict:
     """Mask and semantic logits resized (bilinear) to ``size``."""
     out = dict(pred)
@@ -171,7 +234,7 @@ class MaXDeepLabLoss(nn.Module):
         A :class:`~geomax.models.matcher.HungarianMatcher`; a default one when None.
     config:
         A :class:`~geomax.config.LossConfig` (term weights, ``alpha``, ``temperature``,
-        ``void_overlap_weighting``, ``loss_resolution``, ``mask_id_balance``; its
+        ``void_overlap_weighting``, ``loss_resolution``, ``loss_points``, ``mask_id_balance``; its
         docstring gives each and the defaults); ``None``: the defaults.
     **options:
         Settings of :class:`~geomax.config.LossConfig` overriding ``config``.
@@ -197,6 +260,7 @@ class MaXDeepLabLoss(nn.Module):
         self.temperature = float(cfg.temperature)
         self.void_overlap_weighting = cfg.void_overlap_weighting
         self.loss_resolution = cfg.loss_resolution
+        self.loss_points = int(cfg.loss_points)
         self.mask_id_balance = cfg.mask_id_balance
         self.weights = {
             "pq_class": float(cfg.pq_weight),
@@ -244,15 +308,23 @@ class MaXDeepLabLoss(nn.Module):
             ``{name: scalar tensor}`` for every name in :data:`TERM_NAMES`.
         """
         self._check(pred, target)
-        if self.loss_resolution == "input":
-            pred = _resize_predictions(pred, tuple(target[GT_SEMANTIC].shape[-2:]))
+        size = tuple(target[GT_SEMANTIC].shape[-2:])
+        sampled = self.loss_resolution == "sampled" and size[0] * size[1] > self.loss_points
+        if sampled:
+            idx = point_sample_indices(size[0], size[1], self.loss_points, target[GT_SEMANTIC].shape[0],
+                                       device=target[GT_SEMANTIC].device)
+            pred = _sample_predictions(pred, size, idx)
+            tgt = _sample_targets(target, idx)
+        elif self.loss_resolution in ("input", "sampled"):
+            pred = _resize_predictions(pred, size)
             # (pixel features are not resized: the instance term compares each pixel's
             #  feature with segment means; it gains little at input resolution and the
             #  re-normalisation there would cost most of the loss's time)
         mask_logits = pred[PRED_MASK_LOGITS].float()
         B, N, h, w = mask_logits.shape
         P = h * w
-        tgt = downsample_targets(target, (h, w))
+        if not sampled:
+            tgt = downsample_targets(target, (h, w))
         nv, classes, seg, present, is_thing, gt_area = _flat_segments(tgt)  # seg (B, P); gt_area (B, K)
         K = classes.shape[1]
 
@@ -324,7 +396,7 @@ class MaXDeepLabLoss(nn.Module):
         elif tuple(feats.shape[-2:]) == (h, w):  # at the output stride: dense masks are small
             gt = _flat_targets(tgt)[2]
             instance = self._instance_term(feats, gt, gt_id, has_gt, present, is_thing, gt_area) + zero
-        else:  # loss_resolution "input": features stay at the output stride (cost), targets follow
+        else:  # "input" / "sampled": features stay at the output stride (cost), targets follow
             instance = self._instance_term_at(feats, target) + zero
 
         # ---- auxiliary semantic cross-entropy ------------------------------------

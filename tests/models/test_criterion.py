@@ -374,3 +374,88 @@ def test_the_segment_index_gives_the_terms_and_gradients_of_the_dense_masks(reso
     torch.testing.assert_close(dense[1], summed[1])
     torch.testing.assert_close(dense[1], pairwise_dice(gt, probs))
 
+
+
+def test_point_sample_indices_take_one_pixel_in_every_cell():
+    from geomax.models.criterion import point_sample_indices
+
+    idx = point_sample_indices(30, 20, 24, batch=3, generator=torch.Generator().manual_seed(0))
+    side = 5  # floor(sqrt(600 / 24))
+    assert idx.shape == (3, 6 * 4)
+    y, x = idx // 20, idx % 20
+    assert bool(((y >= 0) & (y < 30) & (x >= 0) & (x < 20)).all())
+    cells = (y // side) * 4 + (x // side)
+    assert torch.equal(cells, torch.arange(24).expand(3, -1))  # one pixel in each cell, in order
+    assert not torch.equal(idx[0], idx[1])  # each image draws its own pixels
+    full = point_sample_indices(7, 9, 10 ** 6, batch=2)  # more points than pixels: every pixel once
+    assert torch.equal(full, torch.arange(63).expand(2, -1))
+    uneven = point_sample_indices(10, 10, 9, batch=50)  # side 3: the last row and column of cells are 1 px
+    assert int(uneven.max()) <= 99 and set((uneven // 10).flatten().tolist()) == set(range(10))
+
+
+def test_sampled_predictions_are_the_resized_logits_at_those_pixels():
+    from geomax.models.criterion import _resize_predictions, _sample_predictions, point_sample_indices
+
+    pred = random_pred(h=8, w=8)
+    idx = point_sample_indices(32, 32, 200, batch=2)
+    sampled = _sample_predictions(pred, (32, 32), idx)
+    resized = _resize_predictions(pred, (32, 32))
+    for key in (PRED_MASK_LOGITS, PRED_SEMANTIC_LOGITS):
+        dense = resized[key].reshape(*resized[key].shape[:2], -1)
+        expect = dense.gather(2, idx.unsqueeze(1).expand(-1, dense.shape[1], -1))
+        torch.testing.assert_close(sampled[key].squeeze(2), expect, rtol=1e-5, atol=1e-5)
+
+
+def test_sampled_loss_on_every_pixel_equals_the_input_loss():
+    """``loss_points`` just under the chip's pixels: the point path takes every pixel once (cell side 1)
+    and gives the terms and gradients of ``"input"``; at or above them, ``"sampled"`` is ``"input"``."""
+    tgt = make_target(seed=4)
+    results = []
+    for options in ({"loss_resolution": "input"}, {"loss_resolution": "sampled", "loss_points": 32 * 32 - 1},
+                    {"loss_resolution": "sampled", "loss_points": 32 * 32}):
+        pred = random_pred(seed=2)
+        terms = MaXDeepLabLoss(C, **options).terms(pred, tgt)
+        sum(terms.values()).backward()
+        results.append(({k: float(v) for k, v in terms.items()}, pred[PRED_MASK_LOGITS].grad.clone()))
+    for values, grad in results[1:]:
+        assert values == pytest.approx(results[0][0], rel=1e-4, abs=1e-5)
+        torch.testing.assert_close(grad, results[0][1], rtol=1e-4, atol=1e-6)
+
+
+def test_sampled_loss_estimates_the_input_loss_and_reaches_every_logit():
+    tgt = make_target(seed=6, H=64, W=64, void_block=False)
+    pred = random_pred(seed=3, h=16, w=16)
+    full = MaXDeepLabLoss(C, loss_resolution="input").terms(pred, tgt)
+    loss = MaXDeepLabLoss(C, loss_resolution="sampled", loss_points=1024)  # a quarter of the pixels
+    torch.manual_seed(0)
+    draws = [loss.terms(pred, tgt) for _ in range(8)]
+    for k in ("pq_dice", "mask_id", "semantic"):
+        mean = sum(float(d[k]) for d in draws) / len(draws)
+        assert mean == pytest.approx(float(full[k]), rel=0.1), k
+    total = loss(pred, tgt)
+    total.backward()
+    grad = pred[PRED_MASK_LOGITS].grad
+    assert torch.isfinite(grad).all() and bool((grad.abs().sum(1) > 0).all())  # bilinear taps reach every cell
+
+
+def test_sampled_loss_keeps_no_data_and_void_out():
+    tgt = make_target(seed=7, H=64, W=64)
+    tgt[GT_VALID][:, :, :40] = False  # most of the chip is no data
+    loss = MaXDeepLabLoss(C, loss_resolution="sampled", loss_points=256)
+    a = random_pred(seed=4, h=16, w=16)
+    b = {k: v.detach().clone().requires_grad_() for k, v in a.items()}
+    with torch.no_grad():  # change the logits over the no-data columns only (input columns < 40 -> logit columns < 9)
+        b[PRED_MASK_LOGITS][..., :9] += 5 * torch.randn_like(b[PRED_MASK_LOGITS][..., :9])
+        b[PRED_SEMANTIC_LOGITS][..., :9] += 5
+    torch.manual_seed(1)
+    ta = loss.terms(a, tgt)
+    torch.manual_seed(1)
+    tb = loss.terms(b, tgt)
+    for k in ("pq_dice", "mask_id", "semantic"):
+        assert float(ta[k]) == pytest.approx(float(tb[k]), rel=1e-5, abs=1e-6), k
+
+
+def test_loss_points_must_be_a_positive_whole_number():
+    for bad in (0, -5, 2.5):
+        with pytest.raises(ArgumentError, match="loss_points"):
+            MaXDeepLabLoss(C, loss_resolution="sampled", loss_points=bad)
