@@ -404,11 +404,21 @@ def test_sampled_predictions_are_the_resized_logits_at_those_pixels():
         dense = resized[key].reshape(*resized[key].shape[:2], -1)
         expect = dense.gather(2, idx.unsqueeze(1).expand(-1, dense.shape[1], -1))
         torch.testing.assert_close(sampled[key].squeeze(2), expect, rtol=1e-5, atol=1e-5)
+    # logits already at the chip's size are taken at the pixels themselves (a gather, not an interpolation)
+    full = random_pred(h=32, w=32)
+    at = _sample_predictions(full, (32, 32), idx)[PRED_MASK_LOGITS].squeeze(2)
+    dense = full[PRED_MASK_LOGITS].reshape(2, 12, -1)
+    torch.testing.assert_close(at, dense.gather(2, idx.unsqueeze(1).expand(-1, 12, -1)))
+    grid = F.grid_sample(full[PRED_MASK_LOGITS], torch.stack([((idx % 32) + 0.5) / 16 - 1, ((idx // 32) + 0.5) / 16 - 1],
+                                                             -1).reshape(2, 1, -1, 2).float(), align_corners=False)
+    torch.testing.assert_close(at, grid.squeeze(2))
 
 
 def test_sampled_loss_on_every_pixel_equals_the_input_loss():
     """``loss_points`` just under the chip's pixels: the point path takes every pixel once (cell side 1)
-    and gives the terms and gradients of ``"input"``; at or above them, ``"sampled"`` is ``"input"``."""
+    and gives the terms and mask-logit gradients of ``"input"`` (but instance discrimination, which
+    ``"input"`` computes at the features' stride and the point path at the points); at or above them,
+    ``"sampled"`` is ``"input"``."""
     tgt = make_target(seed=4)
     results = []
     for options in ({"loss_resolution": "input"}, {"loss_resolution": "sampled", "loss_points": 32 * 32 - 1},
@@ -417,9 +427,26 @@ def test_sampled_loss_on_every_pixel_equals_the_input_loss():
         terms = MaXDeepLabLoss(C, **options).terms(pred, tgt)
         sum(terms.values()).backward()
         results.append(({k: float(v) for k, v in terms.items()}, pred[PRED_MASK_LOGITS].grad.clone()))
-    for values, grad in results[1:]:
-        assert values == pytest.approx(results[0][0], rel=1e-4, abs=1e-5)
-        torch.testing.assert_close(grad, results[0][1], rtol=1e-4, atol=1e-6)
+    (every_pixel, grad_every), (at_or_above, grad_at) = results[1:]
+    assert at_or_above == pytest.approx(results[0][0], rel=1e-5, abs=1e-6)
+    torch.testing.assert_close(grad_at, results[0][1])
+    expect = {k: v for k, v in results[0][0].items() if k != "instance"}
+    assert {k: v for k, v in every_pixel.items() if k in expect} == pytest.approx(expect, rel=1e-4, abs=1e-5)
+    torch.testing.assert_close(grad_every, results[0][1], rtol=1e-4, atol=1e-6)
+
+
+def test_sampled_instance_term_is_the_dense_term_at_the_points():
+    """Instance discrimination of ``"sampled"``: the unit features at the points against the mean feature of
+    each segment's points; with features already at the chip's size and every pixel taken, it is the term on
+    the full-resolution targets."""
+    from geomax.models.matcher import downsample_targets
+
+    tgt = make_target(seed=8)
+    pred = random_pred(seed=6, h=32, w=32)
+    sampled = MaXDeepLabLoss(C, loss_resolution="sampled", loss_points=32 * 32 - 1).terms(pred, tgt)["instance"]
+    loss = MaXDeepLabLoss(C, loss_resolution="output")
+    dense = loss._instance_term_at(pred[PRED_PIXEL_FEATURES], downsample_targets(tgt, (32, 32)))
+    assert float(sampled) == pytest.approx(float(dense), rel=1e-4)
 
 
 def test_sampled_loss_estimates_the_input_loss_and_reaches_every_logit():
