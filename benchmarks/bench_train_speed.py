@@ -101,7 +101,7 @@ def _mixed_mode() -> str:
     return "bf16" if "bf16" in MIXED_PRECISION_MODES and _mixed_on(device) else "auto"
 
 
-def bare_step(model, data, mixed: bool, repeats: int = 5) -> float:
+def bare_step(model, data, mixed: bool, repeats: int = 9) -> float:
     """Median seconds of forward + backward + SGD step with a trivial loss on one training batch."""
     net = model.learn.model
     net.train()
