@@ -99,9 +99,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=str(HERE / "results" / "bench_loss_points.json"))
     args = ap.parse_args(argv)
     from bench_train_speed import make_chips as demo_export
+    from user_scenes import make_user_scene
 
     from geomax import export_training_data
-    from user_scenes import make_user_scene
 
     result: dict = {"benchmark": "loss_points", "label": args.label,
                     "args": {k: v for k, v in vars(args).items() if k != "out"},

@@ -15,6 +15,13 @@ is faster); the "defaults" row compares each network's default on this CPU (geom
 :func:`geomax.models.precision.autocast_dtype`, bfloat16 autocast on a CPU with native
 bfloat16; the port: float32, its only mode).
 
+``--channels-last`` adds both networks as copies in channels-last memory format (the layout
+geomax's ``fit`` gives its network on a CPU) to the same alternating rounds, with rows for
+geomax channels-last against the port as it ships and against the port also channels-last.
+``--profile`` adds the share of the float32 train step each network spends in convolutions
+and in batch norm (``torch.profiler``, self CPU time of one step after warm-up): operations
+both networks share, which no change of the memory-bound code around them can speed up.
+
 The port is not part of geomax and is not installed with it: pass the folder of its
 source (a checkout, or ``git archive`` of it) as ``--port``; it needs ``einops`` and
 ``torchvision``. Without ``--port``, or when the port cannot be imported, the script
@@ -30,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import importlib
 import importlib.util
 import json
@@ -178,6 +186,10 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=32)
     parser.add_argument("--classes", type=int, default=6, help="real classes (void excluded)")
     parser.add_argument("--lr", type=float, default=1e-4, help="SGD learning rate of the train step")
+    parser.add_argument("--profile", action="store_true",
+                        help="also profile one float32 train step of each network (convolution share)")
+    parser.add_argument("--channels-last", action="store_true",
+                        help="also run both networks in channels-last memory format (geomax's fit on a CPU)")
     parser.add_argument("--out", default=os.path.join(HERE, "results", "bench_vs_port.json"))
     args = parser.parse_args()
 
@@ -213,6 +225,13 @@ def main() -> None:
         "geomax": make_steps(geomax_net, lambda: geomax_net(x), args.lr),
         "port": make_steps(port_net, lambda: port_net(port_x), args.lr),
     }
+    if args.channels_last:  # copies in channels-last memory format (as geomax's fit runs its network on a CPU)
+        x_cl = x.contiguous(memory_format=torch.channels_last)
+        port_x_cl = _Batch(x_cl)
+        geomax_cl = copy.deepcopy(geomax_net).to(memory_format=torch.channels_last)
+        port_cl = copy.deepcopy(port_net).to(memory_format=torch.channels_last)
+        networks["geomax_cl"] = make_steps(geomax_cl, lambda: geomax_cl(x_cl), args.lr)
+        networks["port_cl"] = make_steps(port_cl, lambda: port_cl(port_x_cl), args.lr)
     geomax_net.eval()
     port_net.eval()
     with torch.no_grad():
@@ -233,7 +252,7 @@ def main() -> None:
     round_load: list[float] = []  # 1-min load average after each timed round (shared machine)
     t_start = time.perf_counter()
     for round_ in range(args.warmup + args.repeats):
-        order = ["geomax", "port"] if round_ % 2 == 0 else ["port", "geomax"]
+        order = list(networks) if round_ % 2 == 0 else list(networks)[::-1]
         for precision in PRECISIONS:
             for mode in MODES:
                 for net in order:
@@ -253,26 +272,32 @@ def main() -> None:
     def best(net: str, precision: str, mode: str) -> float:
         return min(samples[net][precision][mode])
 
-    def paired(precision_geomax: str, precision_port: str, mode: str) -> float:
+    def paired(geomax: str, port: str, precision_geomax: str, precision_port: str, mode: str) -> float:
         """Median over rounds of port / geomax measured in the same round."""
         return statistics.median(
-            p / g for p, g in zip(samples["port"][precision_port][mode],
-                                  samples["geomax"][precision_geomax][mode]))
+            p / g for p, g in zip(samples[port][precision_port][mode],
+                                  samples[geomax][precision_geomax][mode]))
 
     rows = []
-    for label, pg, pp in (("float32", "float32", "float32"), ("bfloat16", "bfloat16", "bfloat16"),
-                          (f"defaults (geomax {geomax_default_name}, port float32)",
-                           geomax_default_name, "float32")):
-        row: dict[str, Any] = {"row": label, "geomax_precision": pg, "port_precision": pp}
-        for mode in MODES:
-            g, p = median("geomax", pg, mode), median("port", pp, mode)
-            gb, pb = best("geomax", pg, mode), best("port", pp, mode)
-            row[mode] = {"geomax_s": g, "port_s": p, "ratio_port_over_geomax": p / g,
-                         "paired_ratio_median": paired(pg, pp, mode),
-                         "geomax_best_s": gb, "port_best_s": pb, "ratio_best": pb / gb}
-        rows.append(row)
+    layouts = [("", "geomax", "port")]
+    if args.channels_last:
+        layouts += [(", geomax channels-last", "geomax_cl", "port"),
+                    (", both channels-last", "geomax_cl", "port_cl")]
+    for suffix, gnet, pnet in layouts:
+        for label, pg, pp in (("float32", "float32", "float32"), ("bfloat16", "bfloat16", "bfloat16"),
+                              (f"defaults (geomax {geomax_default_name}, port float32)",
+                               geomax_default_name, "float32")):
+            row: dict[str, Any] = {"row": label + suffix, "geomax": gnet, "port": pnet,
+                                   "geomax_precision": pg, "port_precision": pp}
+            for mode in MODES:
+                g, p = median(gnet, pg, mode), median(pnet, pp, mode)
+                gb, pb = best(gnet, pg, mode), best(pnet, pp, mode)
+                row[mode] = {"geomax_s": g, "port_s": p, "ratio_port_over_geomax": p / g,
+                             "paired_ratio_median": paired(gnet, pnet, pg, pp, mode),
+                             "geomax_best_s": gb, "port_best_s": pb, "ratio_best": pb / gb}
+            rows.append(row)
 
-    header = (f"{'precision':42s} {'train geomax s':>14s} {'train port s':>12s} {'port/geomax':>11s} "
+    header = (f"{'precision':66s} {'train geomax s':>14s} {'train port s':>12s} {'port/geomax':>11s} "
               f"{'paired':>6s} {'fwd geomax s':>12s} {'fwd port s':>10s} {'port/geomax':>11s} "
               f"{'paired':>6s}")
     for title, g_key, p_key, r_key in (("median", "geomax_s", "port_s", "ratio_port_over_geomax"),
@@ -283,7 +308,7 @@ def main() -> None:
         print("-" * len(header))
         for row in rows:
             t, f = row["train_step"], row["forward"]
-            print(f"{row['row']:42s} {t[g_key]:14.3f} {t[p_key]:12.3f} {t[r_key]:11.2f} "
+            print(f"{row['row']:66s} {t[g_key]:14.3f} {t[p_key]:12.3f} {t[r_key]:11.2f} "
                   f"{t['paired_ratio_median']:6.2f} {f[g_key]:12.3f} {f[p_key]:10.3f} "
                   f"{f[r_key]:11.2f} {f['paired_ratio_median']:6.2f}")
     print(f"\n1-min load average after each timed round: {' '.join(f'{v:.2f}' for v in round_load)} "
@@ -292,6 +317,26 @@ def main() -> None:
     print(f"\nparameters: geomax {params['geomax']['total']:,} "
           f"({params['geomax']['without_aux_semantic_head']:,} without the auxiliary semantic head), "
           f"port {params['port']['total']:,} ({params['port']['without_aux_semantic_head']:,} without)")
+
+    profile = {}
+    if args.profile:
+        from torch.profiler import ProfilerActivity
+        from torch.profiler import profile as torch_profile
+
+        groups = {"convolution": ("convolution", "conv2d"), "batch_norm": ("batch_norm",)}
+        for net in networks:
+            networks[net]["train_step"]("float32")  # warm-up
+            with torch_profile(activities=[ProfilerActivity.CPU]) as prof:
+                networks[net]["train_step"]("float32")
+            events = prof.key_averages()
+            total = sum(e.self_cpu_time_total for e in events)
+            profile[net] = {"step_self_cpu_s": total / 1e6, **{
+                f"{g}_share": sum(e.self_cpu_time_total for e in events
+                                  if e.key.startswith("aten::") and any(k in e.key for k in keys)) / total
+                for g, keys in groups.items()}}
+            print(f"profile {net:10s} float32 train step {profile[net]['step_self_cpu_s']:.2f} s self CPU: "
+                  f"convolutions {100 * profile[net]['convolution_share']:.0f} %, "
+                  f"batch norm {100 * profile[net]['batch_norm_share']:.0f} %", flush=True)
 
     result = {
         "torch": torch.__version__, "cpu": cpu_name(), "machine": platform.machine(),
@@ -302,7 +347,7 @@ def main() -> None:
                      "lr": args.lr, "geomax_variant": "max_deeplab_s",
                      "geomax_default_precision": geomax_default_name,
                      "loss": "sum of the means of the float outputs"},
-        "params": params, "output_shapes": shapes, "rows": rows, "samples_s": samples,
+        "params": params, "output_shapes": shapes, "rows": rows, "profile": profile, "samples_s": samples,
         "load_1min_per_round": round_load,
         "total_s": time.perf_counter() - t_start,
     }

@@ -116,9 +116,17 @@ def main() -> None:
     parser.add_argument("--resample", type=int, default=1, help="average the rasters down by this factor")
     parser.add_argument("--ellipse-scale", type=float, default=1.0, help="label ellipses at this share of the box")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
+    parser.add_argument("--workdir", type=Path, default=None,
+                        help="keep the data, chips, model and predictions in this new folder (default: a temporary one)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="neon_variants_") as tmp:
-        row = run(args.neon, args.minutes, args.resample, args.ellipse_scale, args.lr, Path(tmp))
+    if args.workdir is not None:
+        if args.workdir.exists() and any(args.workdir.iterdir()):
+            raise SystemExit(f"--workdir {args.workdir} is not empty; give a new folder")
+        args.workdir.mkdir(parents=True, exist_ok=True)
+        row = run(args.neon, args.minutes, args.resample, args.ellipse_scale, args.lr, args.workdir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="neon_variants_") as tmp:
+            row = run(args.neon, args.minutes, args.resample, args.ellipse_scale, args.lr, Path(tmp))
     rows = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
     rows.append(row)
     RESULTS.write_text(json.dumps({"benchmark": "neon_variants", "rows": rows}, indent=2))
