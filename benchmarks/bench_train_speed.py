@@ -12,7 +12,11 @@ parts, each a ratio measured in this run:
     the fit's wall time over its training batches (validation, checkpoints and loading
     included); the bare step is forward + backward + SGD with a trivial loss (the mean of
     every output) on one batch of the same size and precision. Their ratio is what the
-    training loop adds to the network. The 256 px default-recipe export also runs with
+    training loop adds to the network. The bare step is timed once after the fit and varies
+    by +-20 % from run to run on a shared machine, so each fit also records the wall-clock
+    time of its stages (a callback: loading + callbacks, forward, loss, backward with the
+    loss's backward, optimiser, validation, epoch ends; ms per step) and the fit step over
+    its own forward + backward, timed in the same steps. The 256 px default-recipe export also runs with
     ``mixed_precision="off"``: the steps per minute bfloat16 gains inside ``fit``, and the
     steps a 15-minute budget gives (extrapolated from the budget run: steps per second x 900).
 ``sizes``
@@ -121,19 +125,69 @@ def bare_step(model, data, mixed: bool, repeats: int = 9) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _stage_clock():
+    """A fastai callback adding up the wall-clock time of each stage of a ``fit`` (seconds by stage)."""
+    from fastai.callback.core import Callback
+
+    class StageClock(Callback):
+        order = -100  # before every other callback: a stage ends when the first callback of the next one runs
+
+        def before_fit(self):
+            self.seconds: dict = {}
+            self.last = time.perf_counter()
+
+        def _end(self, stage: str) -> None:
+            now = time.perf_counter()
+            self.seconds[stage] = self.seconds.get(stage, 0.0) + now - self.last
+            self.last = now
+
+        def before_batch(self):
+            self._end("loading + callbacks" if self.training else "validation")
+
+        def after_pred(self):
+            self._end("forward" if self.training else "validation")
+
+        def after_loss(self):
+            self._end("loss" if self.training else "validation")
+
+        def after_backward(self):
+            self._end("backward")
+
+        def after_step(self):
+            self._end("optimiser")
+
+        def after_batch(self):
+            self._end("loading + callbacks" if self.training else "validation")
+
+        def before_validate(self):
+            self._end("epoch ends")
+
+        def after_validate(self):
+            self._end("validation")
+
+        def after_epoch(self):
+            self._end("epoch ends")
+
+    return StageClock()
+
+
 def budget_fit(chips: Path, chip_size: int | None, args, mixed: bool) -> dict:
-    """A ``fit(minutes=...)`` with the defaults; its step time, and the bare step of the same model."""
+    """A ``fit(minutes=...)`` with the defaults; its step time, its stages, and the bare step of the same model."""
     model, data = _model(chips, chip_size, args.batch_size)
     options = {"mixed_precision": _mixed_mode() if mixed else "off"} if _has_mixed_precision() else {}
+    clock = _stage_clock()
     t0 = time.perf_counter()
-    model.fit(minutes=args.budget_minutes, warn_empty=False, **options)
+    model.fit(minutes=args.budget_minutes, warn_empty=False, cbs=[clock], **options)
     wall = time.perf_counter() - t0
     steps = model.steps_trained
     bare = bare_step(model, data, mixed and _mixed_on(model.device))
     fit_step = wall / max(steps, 1)
+    stages = {k: v / max(steps, 1) for k, v in clock.seconds.items()}
+    network = stages.get("forward", 0.0) + stages.get("backward", 0.0)
     return {"train_chip_size": int(data.chip_size), "mixed_precision": mixed, "budget_s": 60.0 * args.budget_minutes,
             "wall_s": wall, "steps": steps, "epochs": len(model.history), "fit_step_s": fit_step, "bare_step_s": bare,
             "fit_over_bare": fit_step / bare, "steps_per_15_min": steps / wall * 900.0,
+            "stages_s_per_step": stages, "fit_over_network_in_fit": fit_step / network if network else None,
             "final_valid_pq": (model.history[-1].get("panoptic_quality") if model.history else None)}
 
 
@@ -296,6 +350,9 @@ def main(argv=None) -> dict:
                 print(f"{name:32s} mixed={mixed!s:5s} train {row['train_chip_size']} px: {row['steps']} steps "
                       f"in {row['wall_s']:.0f} s, fit step {row['fit_step_s']:.3f} s, bare {row['bare_step_s']:.3f} s, "
                       f"ratio {row['fit_over_bare']:.2f}", flush=True)
+                print("    per step: " + ", ".join(f"{k} {1000 * v:.0f} ms" for k, v in
+                                                   sorted(row["stages_s_per_step"].items(), key=lambda kv: -kv[1]))
+                      + f"; fit step / its own forward + backward {row['fit_over_network_in_fit']:.2f}", flush=True)
                 result["overhead"] = rows
                 save()
             default = [r for r in rows if r["cell"] == "256 px export, default recipe"]
