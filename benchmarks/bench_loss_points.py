@@ -99,6 +99,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--out", default=str(HERE / "results" / "bench_loss_points.json"))
     args = ap.parse_args(argv)
     from bench_train_speed import make_chips as demo_export
+    from bench_train_speed import print_pq_rows
     from user_scenes import make_user_scene
 
     from geomax import export_training_data
@@ -147,10 +148,8 @@ def main(argv=None) -> dict:
             print(f"{r['size']:5d} {r['mode']:8s} {r['points']:7d} {r['ms']:16.0f}")
     for part in ("quality", "budget"):
         if part in result:
-            print(f"\n{part}: {'mode':8s} {'seed':>4s} {'steps':>6s} {'wall s':>7s} {'PQ':>6s} {'PQ th':>6s} {'PQ st':>6s}")
-            for r in result[part]:
-                print(f"{'':{len(part) + 2}s}{r['mode']:8s} {r['seed']:4d} {r['steps']:6d} {r['wall_s']:7.0f} "
-                      f"{100 * r['pq']:6.1f} {100 * r['pq_things']:6.1f} {100 * r['pq_stuff']:6.1f}")
+            print(f"\n{part}:", end="")
+            print_pq_rows(result[part], "mode", lambda r: r["mode"])
     save()
     print(f"\nwritten {out.relative_to(HERE.parent) if out.is_relative_to(HERE.parent) else out.name}")
     return result

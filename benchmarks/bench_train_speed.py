@@ -302,6 +302,14 @@ def _device_name() -> str:
     return platform.processor() or "cpu"
 
 
+def print_pq_rows(rows: list[dict], title: str, name, indent: str = "") -> None:
+    """A table of training runs: ``name(row)`` under ``title``, then seed, steps, wall time and PQ (all, things, stuff)."""
+    print(f"\n{indent}{title:9s} {'seed':>4s} {'steps':>6s} {'wall s':>7s} {'PQ':>6s} {'PQ th':>6s} {'PQ st':>6s}")
+    for r in rows:
+        print(f"{indent}{name(r):9s} {r['seed']:4d} {r['steps']:6d} {r['wall_s']:7.0f} "
+              f"{100 * r['pq']:6.1f} {100 * r['pq_things']:6.1f} {100 * r['pq_stuff']:6.1f}")
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--parts", nargs="+", default=["overhead", "sizes", "quality"],
@@ -409,10 +417,7 @@ def main(argv=None) -> dict:
             print(f"{r['size']:5d} {r['batch_size']:5d} {'bf16' if r['mixed_precision'] else 'float32':9s} "
                   f"{r['images_per_s']:9.2f} {r['step_s']:7.2f}")
     if "quality" in result:
-        print(f"\n{'precision':9s} {'seed':>4s} {'steps':>6s} {'wall s':>7s} {'PQ':>6s} {'PQ th':>6s} {'PQ st':>6s}")
-        for r in result["quality"]:
-            print(f"{'bf16' if r['mixed_precision'] else 'float32':9s} {r['seed']:4d} {r['steps']:6d} {r['wall_s']:7.0f} "
-                  f"{100 * r['pq']:6.1f} {100 * r['pq_things']:6.1f} {100 * r['pq_stuff']:6.1f}")
+        print_pq_rows(result["quality"], "precision", lambda r: "bf16" if r["mixed_precision"] else "float32")
     save()
     print(f"\nwritten {out.relative_to(HERE.parent) if out.is_relative_to(HERE.parent) else out.name}")
     return result
