@@ -37,7 +37,13 @@ mask-ID and semantic terms are computed there (the instance-discrimination term
 stays at the pixel features' stride, where it is about 10x cheaper). Training then
 sees exactly the masks inference produces, and objects a few pixels across
 (vehicles, small trees) are neither dropped nor learned as blurred, dilated
-blobs (``benchmarks/bench_overfit.py``; DESIGN section 10). Void (class index 0) and no-data (``valid`` False) pixels are ignored
+blobs (``benchmarks/bench_overfit.py``; DESIGN section 10). With ``loss_resolution="sampled"``
+(the default) the same terms, instance discrimination included, are computed on
+``loss_points`` pixels of each chip only, one drawn at random in each cell of a grid
+(:func:`point_sample_indices`), the logits and unit pixel features interpolated there and
+the ground truth read there (Mask2Former's point loss; matching uses the same points): the
+cost no longer grows with the chip's area (``benchmarks/bench_loss_points.py``). A segment
+that no point hits is absent for that step. Void (class index 0) and no-data (``valid`` False) pixels are ignored
 by every term: they are removed from the Dice masks, from the mask-ID,
 instance-discrimination and semantic targets. Every term is a sum divided by a
 count clamped to at least 1, so empty images, all-void images and single-pixel
