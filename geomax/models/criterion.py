@@ -127,11 +127,7 @@ def _flat_segments(tgt: dict) -> tuple[torch.Tensor, ...]:
     nv_b = (tgt[GT_VALID] & (tgt[GT_SEMANTIC] > 0)).reshape(B, -1)
     classes = tgt[GT_CLASSES].long()
     K = classes.shape[1]
-    seg = tgt.get(GT_SEGMENT_INDEX)
-    if seg is None:  # a target built by hand: the index from the masks
-        masks = tgt[GT_MASKS].reshape(B, K, -1)
-        seg = torch.where(masks.any(1), _segment_index(masks.float()), -1)
-    seg = seg.reshape(B, -1).long()
+    seg = _pixel_segments(tgt)
     seg = torch.where(nv_b & (seg >= 0), seg, K)
     area = torch.zeros(B, K + 1, device=seg.device).scatter_add_(1, seg, torch.ones_like(seg, dtype=torch.float))
     present = (classes > 0) & (area[:, :K] > 0)
@@ -141,6 +137,17 @@ def _flat_segments(tgt: dict) -> tuple[torch.Tensor, ...]:
     is_thing = tgt.get(GT_IS_THING)
     is_thing = present if is_thing is None else (is_thing.bool() & present)
     return nv_b.float(), classes, seg, present, is_thing, area
+
+
+def _pixel_segments(tgt: dict) -> torch.Tensor:
+    """(B, P) int64 segment index of each pixel of a target dict, -1 on no segment: its ``GT_SEGMENT_INDEX``,
+    or for a target built by hand without one, the index derived from its masks."""
+    B = tgt[GT_SEMANTIC].shape[0]
+    seg = tgt.get(GT_SEGMENT_INDEX)
+    if seg is None:
+        masks = tgt[GT_MASKS].reshape(B, tgt[GT_CLASSES].shape[1], -1)
+        seg = torch.where(masks.any(1), _segment_index(masks.float()), -1)
+    return seg.reshape(B, -1).long()
 
 
 def _segment_index(gt: torch.Tensor) -> torch.Tensor:
@@ -211,10 +218,7 @@ def _sample_targets(target: dict, idx: torch.Tensor) -> dict:
     sem = target[GT_SEMANTIC]
     B = sem.shape[0]
     valid = target.get(GT_VALID)
-    seg = target.get(GT_SEGMENT_INDEX)
-    if seg is None:  # a target built by hand: the index from the masks (-1 on no segment)
-        masks = target[GT_MASKS].reshape(B, target[GT_CLASSES].shape[1], -1)
-        seg = torch.where(masks.any(1), _segment_index(masks.float()), -1)
+    seg = _pixel_segments(target)
     take = lambda t: t.reshape(B, -1).gather(1, idx).unsqueeze(1)  # noqa: E731
     out = {k: v for k, v in target.items() if k in (GT_CLASSES, GT_IS_THING)}
     out[GT_SEMANTIC] = take(sem)
