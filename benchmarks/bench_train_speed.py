@@ -25,8 +25,9 @@ parts, each a ratio measured in this run:
     batch), float32 and mixed precision.
 ``ab``
     Two in-process A/B comparisons, interleaved rounds, medians, on a batch of the 256 px
-    export's default recipe (128 px crops): the optimiser step of fastai's ``Adam`` against
-    the learner's optimiser (PyTorch ``AdamW``, multi-tensor) on the network's parameters,
+    export's default recipe (128 px crops): the optimiser step of fastai's ``Adam``, of
+    PyTorch's multi-tensor ``AdamW`` and of the learner's optimiser (``AdamW``, fused) on the
+    network's parameters,
     and forward + loss + backward in float32 with contiguous against channels-last weights.
 ``quality``
     Validation PQ after the same number of optimiser steps (``--quality-epochs`` epochs
@@ -254,7 +255,7 @@ def quality_at_equal_steps(chips: Path, args, mixed: bool, seed: int) -> dict:
 
 
 def ab_comparisons(chips: Path, args, rounds: int = 12) -> dict:
-    """Optimiser step: fastai ``Adam`` vs the learner's; float32 step: contiguous vs channels-last (ms, medians)."""
+    """Optimiser step: fastai ``Adam``, multi-tensor ``AdamW`` and the learner's (fused); float32 step: contiguous vs channels-last (ms, medians)."""
     from fastai.optimizer import Adam
 
     from geomax.models.learner import adamw
@@ -264,7 +265,8 @@ def ab_comparisons(chips: Path, args, rounds: int = 12) -> dict:
     net.train()
     xb, yb = next(iter(data.train))
     groups = model.learn.splitter(net)
-    optimisers = {"fastai_adam": Adam(groups, lr=1e-3), "learner_adamw": adamw(groups, lr=1e-3)}
+    optimisers = {"fastai_adam": Adam(groups, lr=1e-3), "foreach_adamw": adamw(groups, lr=1e-3, foreach=True),
+                  "learner_adamw": adamw(groups, lr=1e-3)}
     times: dict = {k: [] for k in optimisers}
     for _ in range(rounds):
         for name, opt in optimisers.items():
@@ -372,7 +374,8 @@ def main(argv=None) -> dict:
             result["ab"] = ab
             save()
             o, f = ab["optimiser_step_ms"], ab["float32_fwd_loss_bwd_ms"]
-            print(f"optimiser step: fastai Adam {o['fastai_adam']:.1f} ms, learner AdamW {o['learner_adamw']:.1f} ms "
+            print(f"optimiser step: fastai Adam {o['fastai_adam']:.1f} ms, AdamW multi-tensor {o['foreach_adamw']:.1f} ms, "
+                  f"learner's AdamW (fused) {o['learner_adamw']:.1f} ms "
                   f"({ab['params']} parameters in {ab['tensors']} tensors); float32 forward + loss + backward: "
                   f"contiguous {f['contiguous']:.0f} ms, channels-last {f['channels_last']:.0f} ms", flush=True)
         if "sizes" in args.parts:

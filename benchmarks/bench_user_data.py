@@ -41,6 +41,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -64,6 +65,7 @@ REFERENCE = "demo_path"
 REAL = "g_neon_crowns"
 MIN_PQ_RATIO = 0.5   # of the demo path's PQ_things
 MIN_F1 = 0.5         # of the real cell
+SEEDS = (100, 900)   # training scene 100 + i, test scene 900 + i: this matrix's test seeds, never tuned on
 
 
 def _keep(labels: Path, classes, out: Path) -> Path:
@@ -89,14 +91,17 @@ def count_instances(pred: Path) -> int:
     return len(neon_crowns.instance_boxes(pred))
 
 
-def _export_train(d: Path, raster: Path, labels: Path, export_opts: list[str], minutes: float) -> dict:
-    """``geomax export`` + ``geomax train --minutes``: chips, epochs, validation PQ, logs."""
+def _export_train(d: Path, raster: Path, labels: Path, export_opts: list[str], minutes: float,
+                  train_opts: Sequence[str] = ()) -> dict:
+    """``geomax export`` + ``geomax train --minutes`` (plus ``train_opts``): chips, epochs, validation PQ, logs."""
     export_log = _run(GEOMAX + ["export", str(raster), str(labels), str(d / "chips"), *export_opts])
-    train_log = _run(GEOMAX + ["train", str(d / "chips"), "--out", str(d / "model"), "--minutes", str(minutes)])
+    train_log = _run(GEOMAX + ["train", str(d / "chips"), "--out", str(d / "model"), "--minutes", str(minutes),
+                               *train_opts])
     emd = json.loads((d / "model" / "model.emd").read_text())
     return {
         "chips": int(export_log.split("Exported ")[1].split()[0]),
         "epochs": len(emd.get("TrainingHistory") or []),
+        "lr": (emd.get("ModelParameters") or {}).get("train_config", {}).get("lr"),
         "valid_pq": (emd.get("Metrics") or {}).get("all", {}).get("pq"),
         "warned_empty": "WARNING: The model" in train_log,
         "background_rule": next((line for line in export_log.splitlines() if line.startswith("Background rule")), ""),
@@ -119,23 +124,26 @@ def _predict_evaluate(d: Path, test_raster: Path, test_labels: Path) -> dict:
     }
 
 
-def run_situation(name: str, i: int, minutes: float, work: Path) -> dict:
+def run_situation(name: str, i: int, minutes: float, work: Path, train_opts: Sequence[str] = (),
+                  seeds: tuple[int, int] = SEEDS) -> dict:
+    """One synthetic cell; scenes of seeds ``seeds[0] + i`` (training) and ``seeds[1] + i`` (test)."""
     scene_opts, classes, tile = SITUATIONS[name]
     d = work / name
     d.mkdir()
-    train = make_user_scene(d / "train.tif", d / "train_all.gpkg", seed=100 + i, **scene_opts)
-    test = make_user_scene(d / "test.tif", d / "test_all.gpkg", seed=900 + i, **{**scene_opts, "size": 1024})
+    train = make_user_scene(d / "train.tif", d / "train_all.gpkg", seed=seeds[0] + i, **scene_opts)
+    test = make_user_scene(d / "test.tif", d / "test_all.gpkg", seed=seeds[1] + i, **{**scene_opts, "size": 1024})
     train_labels = _keep(train["labels"], classes, d / "train.gpkg")
     test_labels = _keep(test["labels"], classes, d / "test.gpkg")
     t0 = time.monotonic()
     trained = _export_train(d, d / "train.tif", train_labels, ["--things", "building", "--tile-size", str(tile)],
-                            minutes)
+                            minutes, train_opts)
     scored = _predict_evaluate(d, d / "test.tif", test_labels)
     return {"situation": name, "train_buildings": train["n_buildings"], "test_buildings": test["n_buildings"],
             **trained, **scored, "seconds": round(time.monotonic() - t0, 1)}
 
 
-def run_demo_path(name: str, i: int, minutes: float, work: Path) -> dict:
+def run_demo_path(name: str, i: int, minutes: float, work: Path, train_opts: Sequence[str] = (),
+                  seeds: tuple[int, int] = SEEDS) -> dict:
     """The demo's scenes (``make_scene``, ``DEMO_DEFAULTS``) and its export (``geomax.demo._run_demo`` calls
     ``export(..., class_field=CLASS_FIELD, class_table_source="synthetic", tile_size=chip_size,
     stride=chip_size // 2)``: the same through the command's options); train, predict, evaluate as above."""
@@ -145,12 +153,13 @@ def run_demo_path(name: str, i: int, minutes: float, work: Path) -> dict:
     d = work / name
     d.mkdir()
     chip, bands = DEMO_DEFAULTS["chip_size"], DEMO_DEFAULTS["bands"]
-    train = make_scene(d / "train.tif", d / "train.gpkg", size=DEMO_DEFAULTS["scene_size"], seed=100 + i, bands=bands)
-    test = make_scene(d / "test.tif", d / "test.gpkg", size=DEMO_DEFAULTS["test_size"], seed=900 + i, bands=bands)
+    train = make_scene(d / "train.tif", d / "train.gpkg", size=DEMO_DEFAULTS["scene_size"], seed=seeds[0] + i,
+                       bands=bands)
+    test = make_scene(d / "test.tif", d / "test.gpkg", size=DEMO_DEFAULTS["test_size"], seed=seeds[1] + i, bands=bands)
     t0 = time.monotonic()
     trained = _export_train(d, train.raster, train.labels, ["--class-field", CLASS_FIELD, "--classes", "synthetic",
                                                             "--tile-size", str(chip), "--stride", str(chip // 2)],
-                            minutes)
+                            minutes, train_opts)
     scored = _predict_evaluate(d, test.raster, test.labels)
     return {"situation": name, "train_buildings": train.counts["building"], "test_buildings": test.counts["building"],
             "train_counts": train.counts, "test_counts": test.counts, **trained, **scored,

@@ -661,16 +661,26 @@ def _slots_for_data(backbone: str, data, net_kw: dict) -> dict:
 
 
 def adamw(params, lr: float, **kwargs):
-    """The optimiser: PyTorch's ``AdamW`` with its multi-tensor (``foreach``) update, behind fastai's wrapper.
+    """The optimiser: PyTorch's ``AdamW`` with its fused update, behind fastai's wrapper.
 
     The same hyper-parameters as fastai's default ``Adam`` (betas 0.9 / 0.99, eps 1e-5,
-    decoupled weight decay 0.01), which loops over the parameters in Python: 21 ms a step
-    against its 26 ms on the CPU network (3.4 M parameters in 453 tensors; ``docs/design.md``).
+    decoupled weight decay 0.01). fastai's ``Adam`` loops over the parameters in Python;
+    ``AdamW``'s multi-tensor (``foreach``) update does them in a few kernels, and its fused
+    update (one kernel per tensor, CPU and CUDA) is cheaper again: on the CPU network
+    (3.4 M parameters in 453 tensors) about 26, 19 and 5 ms a step (``docs/design.md``,
+    ``bench_train_speed.py --parts ab``). A build of torch or a device without the fused
+    update falls back to ``foreach``.
     """
     from fastai.optimizer import OptimWrapper
 
-    options = dict(betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01, foreach=True)
+    options = dict(betas=(0.9, 0.99), eps=1e-5, weight_decay=0.01)
     options.update(kwargs)
+    if "fused" not in options and "foreach" not in options:
+        params = list(params)
+        try:
+            return OptimWrapper(params, opt=torch.optim.AdamW, lr=lr, fused=True, **options)
+        except (RuntimeError, ValueError, TypeError):  # no fused kernel for these tensors on this build
+            options["foreach"] = True
     return OptimWrapper(params, opt=torch.optim.AdamW, lr=lr, **options)
 
 

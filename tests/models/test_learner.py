@@ -297,7 +297,7 @@ def test_mixed_precision_follows_the_setting_in_fit_and_in_prediction(data, monk
     assert any(not torch.equal(auto[k], off[k]) for k in off)  # bfloat16 ran
 
 
-def test_the_optimiser_is_multi_tensor_adamw_with_fastais_adam_settings(data):
+def test_the_optimiser_is_fused_adamw_with_fastais_adam_settings(data):
     from fastai.optimizer import OptimWrapper
 
     torch.manual_seed(0)
@@ -309,7 +309,36 @@ def test_the_optimiser_is_multi_tensor_adamw_with_fastais_adam_settings(data):
     groups = opt.opt.param_groups
     assert len(groups) == 2  # backbone / the rest, as the splitter gives them
     for g in groups:
-        assert g["foreach"] and g["eps"] == 1e-5 and g["weight_decay"] == 0.01 and g["betas"][1] == 0.99
+        assert g["fused"] and g["eps"] == 1e-5 and g["weight_decay"] == 0.01 and g["betas"][1] == 0.99
         # fit_one_cycle schedules fastai's "mom" on AdamW's first beta (0.95 -> 0.85 -> 0.95)
         assert 0.85 <= g["betas"][0] <= 0.95
     assert any(not torch.equal(a, b) for a, b in zip(before, model.model.parameters()))
+
+
+def test_the_fused_optimiser_steps_as_the_multi_tensor_one_and_falls_back_without_it(monkeypatch):
+    from geomax.models.learner import adamw
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(s)) for s in [(7, 3), (5,), (2, 4, 3, 3)]]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    fused, foreach = adamw([params], lr=1e-2), adamw([twins], lr=1e-2, foreach=True)
+    assert fused.opt.param_groups[0]["fused"] and not foreach.opt.param_groups[0]["fused"]
+    for _ in range(5):
+        for p, q in zip(params, twins):
+            p.grad = torch.randn_like(p)
+            q.grad = p.grad.clone()
+        fused.step()
+        foreach.step()
+    for p, q in zip(params, twins):
+        torch.testing.assert_close(p, q, rtol=1e-5, atol=1e-6)
+
+    real = torch.optim.AdamW.__init__
+
+    def no_fused(self, params, *args, fused=None, **kwargs):
+        if fused:
+            raise RuntimeError("`fused=True` requires all the params to be floating point Tensors of supported devices")
+        real(self, params, *args, fused=fused, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "__init__", no_fused)
+    fallback = adamw([[torch.nn.Parameter(torch.randn(3))]], lr=1e-2)
+    assert fallback.opt.param_groups[0]["foreach"] and not fallback.opt.param_groups[0]["fused"]
