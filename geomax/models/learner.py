@@ -667,9 +667,9 @@ def adamw(params, lr: float, **kwargs):
     decoupled weight decay 0.01). fastai's ``Adam`` loops over the parameters in Python;
     ``AdamW``'s multi-tensor (``foreach``) update does them in a few kernels, and its fused
     update (one kernel per tensor, CPU and CUDA) is cheaper again: on the CPU network
-    (3.4 M parameters in 453 tensors) about 26, 19 and 5 ms a step (``docs/design.md``,
-    ``bench_train_speed.py --parts ab``). A build of torch or a device without the fused
-    update falls back to ``foreach``.
+    (3.4 M parameters in 453 tensors) 23, 21 and 6 ms a step in one run of
+    ``bench_train_speed.py --parts ab`` (``docs/design.md``). A build of torch or a device
+    without the fused update falls back to ``foreach``.
     """
     from fastai.optimizer import OptimWrapper
 
