@@ -28,7 +28,10 @@ parts, each a ratio measured in this run:
     export's default recipe (128 px crops): the optimiser step of fastai's ``Adam``, of
     PyTorch's multi-tensor ``AdamW`` and of the learner's optimiser (``AdamW``, fused) on the
     network's parameters,
-    and forward + loss + backward in float32 with contiguous against channels-last weights.
+    and forward + loss + backward in float32 with contiguous against channels-last weights. With
+    ``--loss-baseline REV``, also the loss alone (forward + backward, the network's outputs of that batch
+    held fixed) of this checkout against ``geomax/models/criterion.py`` as it was at the git revision
+    ``REV``, and how many segment entries the batch's targets carry against how many are present.
 ``quality``
     Validation PQ after the same number of optimiser steps (``--quality-epochs`` epochs
     of a 128 px export) in float32 and in mixed precision, seed 0, plus float32 with
@@ -254,6 +257,46 @@ def quality_at_equal_steps(chips: Path, args, mixed: bool, seed: int) -> dict:
             "pq": metrics["all"]["pq"], "pq_things": metrics["things"]["pq"], "pq_stuff": metrics["stuff"]["pq"]}
 
 
+def _loss_at_revision(rev: str):
+    """The ``MaXDeepLabLoss`` class of ``geomax/models/criterion.py`` at git revision ``rev`` (its imports from this checkout)."""
+    import importlib.util
+    import subprocess
+
+    src = subprocess.run(["git", "show", f"{rev}:geomax/models/criterion.py"], cwd=HERE.parent, capture_output=True,
+                         text=True, check=True).stdout
+    module = importlib.util.module_from_spec(importlib.util.spec_from_loader("geomax.models._criterion_baseline", None))
+    module.__package__ = "geomax.models"
+    exec(compile(src, f"criterion.py@{rev}", "exec"), module.__dict__)
+    return module.MaXDeepLabLoss
+
+
+def loss_ab(net, loss_func, xb, yb, rev: str, rounds: int) -> dict:
+    """Loss forward + backward (ms, medians of interleaved rounds): this checkout's against revision ``rev``'s."""
+    from geomax.common import GT_CLASSES, GT_SEGMENT_INDEX, PRED_MASK_LOGITS
+
+    baseline = _loss_at_revision(rev)(loss_func.num_classes, config=loss_func.config)
+    with torch.no_grad():
+        out = {k: v.detach().float() for k, v in net(xb).items()}
+    losses = {"this checkout": loss_func, f"at {rev}": baseline}
+    times: dict = {k: [] for k in losses}
+    values = {}
+    for _ in range(rounds):
+        for name, fn in losses.items():
+            pred = {k: v.clone().requires_grad_() for k, v in out.items()}
+            torch.manual_seed(0)  # the same sampled points for both
+            t0 = time.perf_counter()
+            total = fn(pred, yb)
+            total.backward()
+            times[name].append(time.perf_counter() - t0)
+            values[name] = float(total.detach())
+    seg = yb[GT_SEGMENT_INDEX].reshape(len(xb), -1)
+    present = [len(set(s[s >= 0].tolist())) for s in seg]
+    med = lambda v: 1000 * sorted(v)[len(v) // 2]  # noqa: E731
+    return {"loss_fwd_bwd_ms": {k: med(v) for k, v in times.items()}, "loss_values": values,
+            "segment_entries": int(yb[GT_CLASSES].shape[1]), "present_per_image": present,
+            "slots": int(out[PRED_MASK_LOGITS].shape[1])}
+
+
 def ab_comparisons(chips: Path, args, rounds: int = 12) -> dict:
     """Optimiser step: fastai ``Adam``, multi-tensor ``AdamW`` and the learner's (fused); float32 step: contiguous vs channels-last (ms, medians)."""
     from fastai.optimizer import Adam
@@ -287,9 +330,13 @@ def ab_comparisons(chips: Path, args, rounds: int = 12) -> dict:
                 if timed:
                     step_times[name].append(time.perf_counter() - t0)
     med = lambda v: 1000 * sorted(v)[len(v) // 2]  # noqa: E731
-    return {"optimiser_step_ms": {k: med(v) for k, v in times.items()},
-            "float32_fwd_loss_bwd_ms": {k: med(v) for k, v in step_times.items()},
-            "params": sum(p.numel() for p in net.parameters()), "tensors": len(list(net.parameters()))}
+    result = {"optimiser_step_ms": {k: med(v) for k, v in times.items()},
+              "float32_fwd_loss_bwd_ms": {k: med(v) for k, v in step_times.items()},
+              "params": sum(p.numel() for p in net.parameters()), "tensors": len(list(net.parameters()))}
+    if args.loss_baseline:
+        net.to(memory_format=torch.contiguous_format)
+        result["loss"] = loss_ab(net, loss_func, xb, yb, args.loss_baseline, rounds)
+    return result
 
 
 def _device_name() -> str:
@@ -322,6 +369,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--batches", type=int, default=6, help="timed training batches per size")
     ap.add_argument("--warmup", type=int, default=2, help="untimed batches first")
     ap.add_argument("--quality-epochs", type=int, default=6, help="epochs of the 128 px export for the PQ check")
+    ap.add_argument("--loss-baseline", default=None, metavar="REV",
+                    help="ab part: also time the loss against geomax/models/criterion.py at this git revision")
     ap.add_argument("--label", default="", help="a name for this run in the JSON (e.g. the commit)")
     ap.add_argument("--out", default=str(HERE / "results" / "bench_train_speed.json"))
     args = ap.parse_args(argv)
@@ -378,6 +427,12 @@ def main(argv=None) -> dict:
                   f"learner's AdamW (fused) {o['learner_adamw']:.1f} ms "
                   f"({ab['params']} parameters in {ab['tensors']} tensors); float32 forward + loss + backward: "
                   f"contiguous {f['contiguous']:.0f} ms, channels-last {f['channels_last']:.0f} ms", flush=True)
+            if "loss" in ab:
+                lo = ab["loss"]
+                print(f"loss forward + backward ({lo['slots']} slots, {lo['segment_entries']} segment entries, present "
+                      f"per image {lo['present_per_image']}): " + ", ".join(
+                          f"{k} {v:.1f} ms (loss {lo['loss_values'][k]:.4f})" for k, v in lo["loss_fwd_bwd_ms"].items()),
+                      flush=True)
         if "sizes" in args.parts:
             rows = []
             for size in args.sizes:

@@ -14,6 +14,9 @@ predicted instances matched to the crown boxes at IoU >= 0.5) with one of two ch
     longer touch, a band of background between them); scoring still uses the full boxes.
 ``--lr LR``
     the peak learning rate of the one-cycle schedule (``geomax train --lr``; default: the recipe's).
+``--chip-size N``
+    the training chip size (``geomax train --chip-size``; default: the recipe's, 128 px crops on a CPU);
+    prediction tiles follow it.
 
 Reported per variant: the validation PQ_things of the trained model (its own held-out chips of the
 training mosaic: the signal to choose by, never the test parts), epochs, the box F1 on the training
@@ -80,7 +83,8 @@ def scaled_ellipses(scale: float):
     return ellipses
 
 
-def run(neon: Path, minutes: float, factor: int, scale: float, lr: float | None, work: Path) -> dict:
+def run(neon: Path, minutes: float, factor: int, scale: float, lr: float | None, work: Path,
+        chip_size: int | None = None) -> dict:
     if scale != 1.0:
         neon_crowns.ellipses = scaled_ellipses(scale)
     data = neon_crowns.prepare(neon, work / "data")
@@ -88,7 +92,7 @@ def run(neon: Path, minutes: float, factor: int, scale: float, lr: float | None,
     _run(["export", str(resample(data["train_raster"], factor)), str(data["train_labels"]), str(work / "chips"),
           "--things", neon_crowns.CLASS_NAME, "--quiet"])
     _run(["train", str(work / "chips"), "--out", str(work / "model"), "--minutes", str(minutes), "--quiet",
-          *(["--lr", str(lr)] if lr else [])])
+          *(["--lr", str(lr)] if lr else []), *(["--chip-size", str(chip_size)] if chip_size else [])])
     emd = json.loads((work / "model" / "model.emd").read_text())
     pred = {}
     for key, test in data["tests"].items():
@@ -100,7 +104,7 @@ def run(neon: Path, minutes: float, factor: int, scale: float, lr: float | None,
           "--quiet"])
     train_fit = neon_crowns.match(data["train_boxes"], neon_crowns.instance_boxes(work / "pred_train.tif") * factor)
     return {"resample": factor, "ellipse_scale": scale, "lr": lr or emd["ModelParameters"]["train_config"]["lr"],
-            "minutes": minutes,
+            "minutes": minutes, "chip_size": emd["ImageHeight"],
             "epochs": len(emd.get("TrainingHistory") or []),
             "valid_pq_things": (emd.get("Metrics") or {}).get("things", {}).get("pq"),
             "train_f1": train_fit["f1"],
@@ -116,6 +120,7 @@ def main() -> None:
     parser.add_argument("--resample", type=int, default=1, help="average the rasters down by this factor")
     parser.add_argument("--ellipse-scale", type=float, default=1.0, help="label ellipses at this share of the box")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default: the recipe's)")
+    parser.add_argument("--chip-size", type=int, default=None, help="training chip size (default: the recipe's)")
     parser.add_argument("--workdir", type=Path, default=None,
                         help="keep the data, chips, model and predictions in this new folder (default: a temporary one)")
     args = parser.parse_args()
@@ -123,16 +128,18 @@ def main() -> None:
         if args.workdir.exists() and any(args.workdir.iterdir()):
             raise SystemExit(f"--workdir {args.workdir} is not empty; give a new folder")
         args.workdir.mkdir(parents=True, exist_ok=True)
-        row = run(args.neon, args.minutes, args.resample, args.ellipse_scale, args.lr, args.workdir)
+        row = run(args.neon, args.minutes, args.resample, args.ellipse_scale, args.lr, args.workdir,
+                  args.chip_size)
     else:
         with tempfile.TemporaryDirectory(prefix="neon_variants_") as tmp:
-            row = run(args.neon, args.minutes, args.resample, args.ellipse_scale, args.lr, Path(tmp))
+            row = run(args.neon, args.minutes, args.resample, args.ellipse_scale, args.lr, Path(tmp),
+                      args.chip_size)
     rows = json.loads(RESULTS.read_text())["rows"] if RESULTS.exists() else []
     rows.append(row)
     RESULTS.write_text(json.dumps({"benchmark": "neon_variants", "rows": rows}, indent=2))
-    print(f"{'resample':>8} {'ellipse':>7} {'lr':>7} {'epochs':>6} {'valid PQth':>10} {'train F1':>8} {'F1':>5} {'P':>5} {'R':>5} {'pred':>5}")
+    print(f"{'chip':>5} {'resample':>8} {'ellipse':>7} {'lr':>7} {'epochs':>6} {'valid PQth':>10} {'train F1':>8} {'F1':>5} {'P':>5} {'R':>5} {'pred':>5}")
     for r in rows:
-        print(f"{r['resample']:>8} {r['ellipse_scale']:>7.2f} {r['lr']:>7.0e} {r['epochs']:>6} {100 * (r['valid_pq_things'] or 0):>10.1f} "
+        print(f"{r.get('chip_size', 128):>5} {r['resample']:>8} {r['ellipse_scale']:>7.2f} {r['lr']:>7.0e} {r['epochs']:>6} {100 * (r['valid_pq_things'] or 0):>10.1f} "
               f"{r.get('train_f1', float('nan')):>8.2f} "
               f"{r['f1']:>5.2f} {r['precision']:>5.2f} {r['recall']:>5.2f} {r['predicted']:>5}")
     print(f"wrote {RESULTS.relative_to(Path(__file__).parent.parent)}")

@@ -97,31 +97,14 @@ _WEIGHT_FLOOR = 1e-5  # deeplab2's floor on the stop-gradient weights
 _MASKED_LOGIT = -1e4  # logit of absent segments in the instance-discrimination softmax
 
 
-def _flat_targets(tgt: dict) -> tuple[torch.Tensor, ...]:
-    """Targets at the loss resolution, flattened: ``(nv, classes, gt, present, is_thing)``.
-
-    ``nv`` (B, P) float, 1 on labelled valid pixels; ``classes`` (B, K); ``gt`` (B, K, P)
-    float masks restricted to ``nv`` and to present segments; ``present`` (B, K) segments
-    with a class and pixels left; ``is_thing`` (B, K) present things.
-    """
-    B = tgt[GT_SEMANTIC].shape[0]
-    nv = (tgt[GT_VALID] & (tgt[GT_SEMANTIC] > 0)).reshape(B, -1).float()
-    classes = tgt[GT_CLASSES].long()
-    gt = tgt[GT_MASKS].reshape(B, classes.shape[1], -1).float() * nv.unsqueeze(1)
-    present = (classes > 0) & (gt.sum(-1) > 0)
-    gt = gt * present.unsqueeze(-1).float()
-    is_thing = tgt.get(GT_IS_THING)
-    is_thing = present if is_thing is None else (is_thing.bool() & present)
-    return nv, classes, gt, present, is_thing
-
-
 def _flat_segments(tgt: dict) -> tuple[torch.Tensor, ...]:
     """Targets at the loss resolution as each pixel's segment: ``(nv, classes, seg, present, is_thing, area)``.
 
-    ``seg`` (B, P) int64 index of the pixel's segment, ``K`` (the number of mask entries)
-    where the pixel is void, no data or in no present segment; ``area`` (B, K) float valid
-    pixels of each segment; the others as :func:`_flat_targets`. The same targets as the
-    dense masks of :func:`_flat_targets` without their (B, K, P) floats.
+    ``nv`` (B, P) float, 1 on labelled valid pixels; ``classes`` (B, K); ``seg`` (B, P) int64
+    index of the pixel's segment, ``K`` (the number of mask entries) where the pixel is void,
+    no data or in no present segment; ``present`` (B, K) segments with a class and pixels
+    left; ``is_thing`` (B, K) present things; ``area`` (B, K) float valid pixels of each
+    segment. The targets of the dense masks without their (B, K, P) floats.
     """
     B = tgt[GT_SEMANTIC].shape[0]
     nv_b = (tgt[GT_VALID] & (tgt[GT_SEMANTIC] > 0)).reshape(B, -1)
@@ -137,6 +120,29 @@ def _flat_segments(tgt: dict) -> tuple[torch.Tensor, ...]:
     is_thing = tgt.get(GT_IS_THING)
     is_thing = present if is_thing is None else (is_thing.bool() & present)
     return nv_b.float(), classes, seg, present, is_thing, area
+
+
+def _compact_segments(nv: torch.Tensor, classes: torch.Tensor, seg: torch.Tensor, present: torch.Tensor,
+                      is_thing: torch.Tensor, area: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """The targets of :func:`_flat_segments` with only as many segment entries as an image of the batch has.
+
+    Targets are padded to the export's ``n_masks`` (the segments of its fullest chip); a random crop of a
+    chip holds far fewer (56 entries, 15-25 present on a 256 px export cropped to 128 px). Every term
+    costs in proportion to the entries, so the present segments of each image move to the front, in
+    their order, and the batch keeps ``K' = max(present per image)`` entries. Takes and returns the
+    targets of :func:`_flat_segments` plus ``order`` (B, K'), the original index of each kept entry (to
+    report matches in the caller's indices); ``seg`` is renumbered, ``K'`` where it was ``K``. The terms
+    are unchanged: absent entries take part in nothing.
+    """
+    B, K = classes.shape
+    kept = max(int(present.sum(1).max()) if B else 0, min(K, 1))  # one entry at least: indices stay valid
+    if kept == K:
+        return nv, classes, seg, present, is_thing, area, torch.arange(K, device=seg.device).expand(B, K)
+    order = torch.argsort((~present).to(torch.uint8), dim=1, stable=True)[:, :kept]  # present first
+    rank = torch.full((B, K + 1), kept, dtype=torch.long, device=seg.device)
+    rank.scatter_(1, order, torch.arange(kept, device=seg.device).expand(B, kept))
+    take = lambda t: t.gather(1, order)  # noqa: E731
+    return nv, take(classes), rank.gather(1, seg), take(present), take(is_thing), take(area), order
 
 
 def _pixel_segments(tgt: dict) -> torch.Tensor:
@@ -342,8 +348,8 @@ class MaXDeepLabLoss(nn.Module):
         P = h * w
         if not sampled:
             tgt = downsample_targets(target, (h, w))
-        nv, classes, seg, present, is_thing, gt_area = _flat_segments(tgt)  # seg (B, P); gt_area (B, K)
-        K = classes.shape[1]
+        nv, classes, seg, present, is_thing, gt_area, order = _compact_segments(*_flat_segments(tgt))
+        K = classes.shape[1]  # seg (B, P), K on no segment; gt_area (B, K)
 
         log_probs = torch.log_softmax(mask_logits.reshape(B, N, P), dim=1)  # slot softmax
         probs = log_probs.exp()
@@ -359,7 +365,7 @@ class MaXDeepLabLoss(nn.Module):
         sim, dice_all, prob_all = self.matcher.similarity_from_overlap(
             overlap[..., :K].transpose(1, 2), gt_area, pred_area, class_logp.exp(), classes)
         matches = self.matcher.assign(sim, present)
-        self.last_matches = matches
+        self.last_matches = [(order[b, g.to(order.device)].cpu(), sl) for b, (g, sl) in enumerate(matches)]
         dev = mask_logits.device
         bi = torch.cat([torch.full((len(g),), b, dtype=torch.long) for b, (g, _) in enumerate(matches)]).to(dev)
         gi = torch.cat([g for g, _ in matches]).to(dev)
@@ -412,11 +418,9 @@ class MaXDeepLabLoss(nn.Module):
             instance = zero
         elif sampled:  # the unit pixel features at the same pixels, the segments as the points give them
             at = F.normalize(_at_points(feats, size, idx), dim=1)
-            gt = seg.new_zeros(B, K + 1, P, dtype=at.dtype).scatter_(1, seg.unsqueeze(1), 1.0)[:, :K]
-            instance = self._instance_term(at, gt, gt_id, has_gt, present, is_thing, gt_area) + zero
-        elif tuple(feats.shape[-2:]) == (h, w):  # at the output stride: dense masks are small
-            gt = _flat_targets(tgt)[2]
-            instance = self._instance_term(feats, gt, gt_id, has_gt, present, is_thing, gt_area) + zero
+            instance = self._instance_term(at, seg, present, is_thing, gt_area) + zero
+        elif tuple(feats.shape[-2:]) == (h, w):  # at the output stride, with the targets there
+            instance = self._instance_term(feats, seg, present, is_thing, gt_area) + zero
         else:  # "input" / "sampled": features stay at the output stride (cost), targets follow
             instance = self._instance_term_at(feats, target) + zero
 
@@ -439,18 +443,25 @@ class MaXDeepLabLoss(nn.Module):
         return {"pq_class": pq_class, "pq_dice": pq_dice, "instance": instance,
                 "mask_id": mask_id, "semantic": semantic, "instance_detail": instance_detail}
 
-    def _instance_term(self, feats: torch.Tensor, gt: torch.Tensor, gt_id: torch.Tensor,
-                       has_gt: torch.Tensor, present: torch.Tensor, is_thing: torch.Tensor,
+    def _instance_term(self, feats: torch.Tensor, seg: torch.Tensor, present: torch.Tensor, is_thing: torch.Tensor,
                        gt_area: torch.Tensor) -> torch.Tensor:
-        """Instance discrimination with targets flattened at the features' resolution."""
+        """Instance discrimination with targets flattened at the features' resolution.
+
+        ``seg`` (B, P): each pixel's segment, ``K`` on none; ``present``, ``is_thing``, ``gt_area`` (B, K).
+        Segment mean features are sums by segment index (``scatter_add``, O(B D P)), not a product with
+        dense (B, K, P) masks.
+        """
         B, D = feats.shape[:2]
-        P = gt.shape[-1]
+        K = present.shape[1]
+        P = seg.shape[-1]
+        has_gt = seg < K
+        gt_id = seg.clamp(max=K - 1)
         thing_pix = has_gt & is_thing.gather(1, gt_id)
         if not thing_pix.any():
             return feats.sum() * 0.0
         g = feats.float().reshape(B, D, P)  # (B, D, P)
-        mean_feat = torch.einsum("bkp,bdp->bkd", gt, g) / gt_area.clamp(min=1.0).unsqueeze(-1)
-        mean_feat = F.normalize(mean_feat, dim=-1)
+        sums = g.new_zeros(B, D, K + 1).scatter_add(2, seg.unsqueeze(1).expand(B, D, P), g)
+        mean_feat = F.normalize(sums[..., :K].transpose(1, 2) / gt_area.clamp(min=1.0).unsqueeze(-1), dim=-1)
         logits = torch.einsum("bdp,bkd->bkp", g, mean_feat) / self.temperature  # (B, K, P)
         logits = torch.where(present.unsqueeze(-1), logits, torch.full_like(logits, _MASKED_LOGIT))
         nll = -torch.log_softmax(logits, dim=1).gather(1, gt_id.unsqueeze(1)).squeeze(1)
@@ -458,9 +469,9 @@ class MaXDeepLabLoss(nn.Module):
 
     def _instance_term_at(self, feats: torch.Tensor, target: dict) -> torch.Tensor:
         """Instance discrimination with the ground truth sampled down to the features' size."""
-        _, _, gt, present, is_thing = _flat_targets(downsample_targets(target, tuple(feats.shape[-2:])))
-        return self._instance_term(feats, gt, _segment_index(gt), gt.sum(1) > 0, present, is_thing,
-                                   gt.sum(-1))
+        _, _, seg, present, is_thing, area, _ = _compact_segments(
+            *_flat_segments(downsample_targets(target, tuple(feats.shape[-2:]))))
+        return self._instance_term(feats, seg, present, is_thing, area)
 
     def forward(self, pred: dict, target: dict) -> torch.Tensor:
         """Weighted sum of :meth:`terms`; the detached terms are kept in :attr:`last_terms`."""

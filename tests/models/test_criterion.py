@@ -376,6 +376,62 @@ def test_the_segment_index_gives_the_terms_and_gradients_of_the_dense_masks(reso
 
 
 
+@pytest.mark.parametrize("resolution", ["output", "input", "sampled"])
+def test_padding_entries_change_nothing_and_matches_keep_the_callers_indices(resolution):
+    """Targets padded to an export's n_masks (absent entries between and after the present ones, as a crop
+    of a fuller chip leaves them) give the terms and gradients of the same segments without padding; the
+    loss works on the present entries only and reports matches in the caller's segment indices."""
+    from geomax.common import GT_SEGMENT_INDEX
+
+    tgt = make_target(seed=4, K=5)
+    spread = [1, 4, 5, 8, 9]  # the 5 entries at these indices of 12; 0, 2, 3, 6, 7, 10, 11 absent
+    padded = {GT_SEMANTIC: tgt[GT_SEMANTIC], GT_VALID: tgt[GT_VALID]}
+    padded[GT_MASKS] = torch.zeros(2, 12, 32, 32, dtype=torch.bool)
+    padded[GT_MASKS][:, spread] = tgt[GT_MASKS]
+    padded[GT_CLASSES] = torch.zeros(2, 12, dtype=torch.long)
+    padded[GT_CLASSES][:, spread] = tgt[GT_CLASSES]
+    padded[GT_CLASSES][:, 0] = 2  # a class but no pixels: a segment the crop cut away
+    padded[GT_IS_THING] = torch.isin(padded[GT_CLASSES], torch.tensor(list(THING)))
+    for target in (tgt, padded):
+        target[GT_SEGMENT_INDEX] = torch.where(target[GT_MASKS].any(1), target[GT_MASKS].float().argmax(1),
+                                               torch.tensor(-1))
+    loss = MaXDeepLabLoss(C, loss_resolution=resolution, loss_points=256)
+    values, grads, matched = [], [], []
+    for target in (tgt, padded):
+        torch.manual_seed(0)  # the same sampled points
+        pred = random_pred(seed=6, h=32, w=32) if resolution != "output" else random_pred(seed=6)
+        terms = loss.terms(pred, target)
+        sum(terms.values()).backward()
+        values.append({k: float(v) for k, v in terms.items()})
+        grads.append([pred[k].grad.clone() for k in (PRED_MASK_LOGITS, PRED_CLASS_LOGITS, PRED_PIXEL_FEATURES)])
+        matched.append([sorted(zip(g.tolist(), sl.tolist())) for g, sl in loss.last_matches])
+    assert values[0] == pytest.approx(values[1], rel=1e-5, abs=1e-6)
+    assert values[0]["instance"] > 0
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b)
+    assert matched[1] == [[(spread[g], sl) for g, sl in m] for m in matched[0]]
+
+
+def test_instance_term_equals_its_dense_mask_definition():
+    """Segment mean features summed by segment index equal the product with dense one-hot masks."""
+    torch.manual_seed(1)
+    B, D, P, K = 2, 8, 40, 6
+    feats = F.normalize(torch.randn(B, D, P), dim=1)
+    seg = torch.randint(0, K + 1, (B, P))  # K: no segment
+    present = torch.zeros(B, K, dtype=torch.bool).scatter_(1, seg.clamp(max=K - 1), seg < K)
+    is_thing = present & torch.tensor([False, True, True, False, True, True])
+    area = torch.zeros(B, K + 1).scatter_add_(1, seg, torch.ones(B, P))[:, :K]
+    loss = MaXDeepLabLoss(C)
+    got = loss._instance_term(feats, seg, present, is_thing, area)
+    gt = torch.zeros(B, K + 1, P).scatter_(1, seg.unsqueeze(1), 1.0)[:, :K]
+    mean = F.normalize(torch.einsum("bkp,bdp->bkd", gt, feats) / area.clamp(min=1).unsqueeze(-1), dim=-1)
+    logits = torch.einsum("bdp,bkd->bkp", feats, mean) / loss.temperature
+    logits = torch.where(present.unsqueeze(-1), logits, torch.full_like(logits, -1e4))
+    nll = -torch.log_softmax(logits, 1).gather(1, seg.clamp(max=K - 1).unsqueeze(1)).squeeze(1)
+    thing_pix = (seg < K) & is_thing.gather(1, seg.clamp(max=K - 1))
+    torch.testing.assert_close(got, (nll * thing_pix).sum() / thing_pix.sum())
+
+
 def test_point_sample_indices_take_one_pixel_in_every_cell():
     from geomax.models.criterion import point_sample_indices
 
