@@ -317,7 +317,8 @@ class MaXDeepLab:
             the end of the budget until the first validation has been timed.
         warn_empty:
             Warn, with the likely causes (:mod:`geomax.models.diagnose`), when the last
-            epoch's validation PQ is 0.
+            epoch's validation PQ is 0, or when its PQ of the things is under
+            ``diagnose.WEAK_PQ_THINGS`` (the model finds few of the objects).
         **train_options:
             Settings of :class:`~geomax.config.TrainConfig` by name: ``minutes``,
             ``lr_schedule``, ``early_stopping``, ``checkpoint``, ``monitor``, ``patience``...
@@ -369,12 +370,18 @@ class MaXDeepLab:
         else:
             fit(cfg.n_epochs, peak, cbs=cbs, start_epoch=start_epoch)
         self.state.history = last.prior_history + history_rows(self.learn.recorder)
-        final_pq = self.state.history[-1].get("panoptic_quality") if self.state.history else None
+        final = self.state.history[-1] if self.state.history else {}
+        final_pq, final_things = final.get("panoptic_quality"), final.get("pq_things")
         if warn_empty and final_pq is not None and not final_pq > 0:
             from .diagnose import warn_if_empty
 
             warn_if_empty({"all": {"pq": 0.0}}, self.steps_trained, data.train.bs, data.train_ds,
                           self.state.postprocess.class_threshold, stacklevel=3)
+        elif warn_empty and final_pq is not None and final_things is not None and final_things == final_things:
+            from .diagnose import warn_if_weak  # (the last epoch's PQ of the things; NaN: no things to find)
+
+            warn_if_weak({"all": {"pq": final_pq}, "things": {"pq": final_things, "n": 1}}, self.steps_trained,
+                         data.train.bs, data.train_ds, stacklevel=3)
 
     def _set_precision(self, mode: str) -> None:
         """Mixed precision of training under the rule of :mod:`geomax.models.precision`."""

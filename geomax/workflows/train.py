@@ -50,6 +50,10 @@ def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Ca
               verbose: bool = True, resume: bool = False) -> dict:
     """Train ``model`` with the recipe (``model.fit(config=train)``), then compute its validation metrics.
 
+    An empty result (validation PQ 0, nothing predicted) or a weak one (PQ of the things under
+    ``diagnose.WEAK_PQ_THINGS``) is said once, with its likely causes and what to try
+    (:mod:`geomax.models.diagnose`): on ``log`` when ``verbose``, else as a warning.
+
     Parameters
     ----------
     model:
@@ -83,15 +87,18 @@ def fit_model(model, train: TrainConfig, *, valid_estimate: float = 0.0, log: Ca
     if verbose and "all" in metrics:
         log(f"validation PQ {100 * metrics['all']['pq']:.1f} (things {100 * metrics['things']['pq']:.1f}, "
             f"stuff {100 * metrics['stuff']['pq']:.1f})")
-    from ..models.diagnose import is_empty, warn_if_empty
+    from ..models.diagnose import is_empty, is_weak, warn_if_empty, warn_if_weak
 
+    message = None
+    # said once: on the log of the command or tool, else as a warning
     if is_empty(metrics):
-        data = model.data
-        # said once: on the log of the command or tool, else as a warning
-        message = warn_if_empty(metrics, model.steps_trained, data.train.bs, data.train_ds,
+        message = warn_if_empty(metrics, model.steps_trained, model.data.train.bs, model.data.train_ds,
                                 model.state.postprocess.class_threshold, stacklevel=2, emit=not verbose)
-        if message and verbose:
-            log(f"WARNING: {message}")
+    elif is_weak(metrics):
+        message = warn_if_weak(metrics, model.steps_trained, model.data.train.bs, model.data.train_ds, stacklevel=2,
+                               emit=not verbose)
+    if message and verbose:
+        log(f"WARNING: {message}")
     return metrics
 
 

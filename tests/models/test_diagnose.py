@@ -7,7 +7,16 @@ import pytest
 from geomax import prepare_data
 from geomax.data.export import export_training_data
 from geomax.data.synthetic import CLASS_FIELD
-from geomax.models.diagnose import MIN_STEPS, empty_training_causes, label_shares, warn_if_empty
+from geomax.models.diagnose import (
+    MIN_STEPS,
+    WEAK_PQ_THINGS,
+    empty_training_causes,
+    is_weak,
+    label_shares,
+    thing_instances,
+    warn_if_empty,
+    warn_if_weak,
+)
 
 EMPTY = {"all": {"pq": 0.0}, "per_class": {"building": {"tp": 0, "fp": 0, "fn": 12}}}
 
@@ -60,6 +69,49 @@ def test_fit_model_logs_the_diagnosis_of_an_empty_training(synthetic_data, monke
     lines = []
     fit_model(model, resolve_train_config(epochs=1, checkpoint=False, early_stopping=False), log=lines.append)
     assert any(line.startswith("WARNING: The model predicted nothing") and "training steps" in line for line in lines)
+
+
+def weak_metrics(pq_things, n_things=12):
+    return {"all": {"pq": 0.5}, "things": {"pq": pq_things, "rq": 2 * pq_things, "n": n_things},
+            "stuff": {"pq": 0.9}, "per_class": {"building": {"tp": 3, "fp": 9, "fn": 9}}}
+
+
+def test_thing_instances_counts_the_objects_of_the_training_chips(synthetic_data):
+    ds = synthetic_data.train_ds
+    exact = sum(len({int(i) for i in ds.load_sample(k).instance.ravel() if i > 0}) for k in range(ds.n_chips))
+    assert exact > 0
+    assert thing_instances(ds, n_chips=ds.n_chips) == exact
+    assert 0.5 * exact <= thing_instances(ds, n_chips=2) <= 2 * exact  # estimated from two chips
+
+
+def test_warn_if_weak_speaks_when_the_things_are_mostly_missed_and_not_otherwise(synthetic_data):
+    ds = synthetic_data.train_ds
+    assert is_weak(weak_metrics(0.1)) and is_weak(weak_metrics(WEAK_PQ_THINGS - 0.01))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for quiet in (weak_metrics(0.6), weak_metrics(0.1, n_things=0), weak_metrics(float("nan"), n_things=0),
+                      EMPTY, {}):
+            assert not is_weak(quiet)
+            assert warn_if_weak(quiet, 100, 4, ds) is None
+    with pytest.warns(UserWarning, match=r"finds few of the objects yet: validation PQ of the things 10\.0, "
+                                         r"recognition quality 20\.0.*Likely causes: only 100 training steps"):
+        warn_if_weak(weak_metrics(0.1), 100, 4, ds)
+    message = warn_if_weak(weak_metrics(0.1), 100_000, 4, ds, emit=False)
+    assert "training steps" not in message  # enough steps: not named
+    assert f"about {thing_instances(ds)} labelled objects" in message and "--pretrained" in message
+
+
+def test_fit_model_logs_the_diagnosis_of_a_weak_training(synthetic_data, monkeypatch):
+    from geomax import MaXDeepLab
+    from geomax.workflows.train import fit_model, resolve_train_config
+
+    model = MaXDeepLab(synthetic_data, backbone="max_deeplab_tiny")
+    train = resolve_train_config(epochs=1, checkpoint=False, early_stopping=False)
+    for pq_things, says in ((0.1, True), (0.7, False)):
+        monkeypatch.setattr(model, "compute_metrics", lambda **kw: weak_metrics(pq_things))
+        lines = []
+        fit_model(model, train, log=lines.append)
+        assert any(line.startswith("WARNING: The model finds few of the objects") for line in lines) is says
 
 
 def test_predict_raster_says_when_the_whole_raster_is_void(trained_model, synthetic_scene, tmp_path):
