@@ -12,8 +12,12 @@ parts, each a ratio measured in this run:
     the fit's wall time over its training batches (validation, checkpoints and loading
     included); the bare step is forward + backward + SGD with a trivial loss (the mean of
     every output) on one batch of the same size and precision. Their ratio is what the
-    training loop adds to the network. The bare step is timed once after the fit and varies
-    by +-20 % from run to run on a shared machine, so each fit also records the wall-clock
+    training loop adds to the network. The bare step is timed inside the fit, on the batch
+    just trained, after every ``--bare-every``-th batch (the network left as it was: SGD at
+    learning rate 0, batch-norm statistics restored; that time is left out of the fit's), and
+    its median is the bare step: timed once after the fit (``bare_step_after_fit_s``, kept
+    for comparison) it varied by +-20 % from run to run on a shared machine, which moved the
+    ratio by as much (1.16-1.57 for the same code). Each fit also records the wall-clock
     time of its stages (a callback: loading + callbacks, forward, loss, backward with the
     loss's backward, optimiser, validation, epoch ends; ms per step) and the fit step over
     its own forward + backward, timed in the same steps. The 256 px default-recipe export also runs with
@@ -129,8 +133,32 @@ def bare_step(model, data, mixed: bool, repeats: int = 9) -> float:
     return sorted(times)[len(times) // 2]
 
 
-def _stage_clock():
-    """A fastai callback adding up the wall-clock time of each stage of a ``fit`` (seconds by stage)."""
+def _bare_on(net, xb, mixed: bool, opt) -> float:
+    """Seconds of one bare step (forward + backward + SGD with a trivial loss) on ``xb``, leaving the network as it was:
+    the SGD learning rate is 0, the gradients are cleared and the batch-norm running statistics restored."""
+    buffers = [b.clone() for b in net.buffers()]
+    t0 = time.perf_counter()
+    with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=mixed):
+        out = net(xb)
+    loss = sum(v.float().mean() for v in out.values() if v.is_floating_point())
+    loss.backward()
+    opt.step()
+    seconds = time.perf_counter() - t0
+    opt.zero_grad()
+    with torch.no_grad():
+        for b, saved in zip(net.buffers(), buffers):
+            b.copy_(saved)
+    return seconds
+
+
+def _stage_clock(bare_every: int = 0, mixed: bool = False):
+    """A fastai callback adding up the wall-clock time of each stage of a ``fit`` (seconds by stage).
+
+    With ``bare_every`` it also times a bare step (:func:`_bare_on`) on every ``bare_every``-th training
+    batch, between that batch's end and the next one (``bare`` seconds; the time taken is left out of every
+    stage and kept in ``excluded``): bare and fit steps are then sampled at the same moments, so a load
+    change on a shared machine moves both.
+    """
     from fastai.callback.core import Callback
 
     class StageClock(Callback):
@@ -138,6 +166,10 @@ def _stage_clock():
 
         def before_fit(self):
             self.seconds: dict = {}
+            self.bare: list = []
+            self.excluded = 0.0
+            self.batches = 0
+            self._opt = torch.optim.SGD(self.learn.model.parameters(), lr=0.0)
             self.last = time.perf_counter()
 
         def _end(self, stage: str) -> None:
@@ -162,6 +194,13 @@ def _stage_clock():
 
         def after_batch(self):
             self._end("loading + callbacks" if self.training else "validation")
+            if self.training and bare_every:
+                self.batches += 1
+                if self.batches % bare_every == 0:
+                    t0 = time.perf_counter()
+                    self.bare.append(_bare_on(self.learn.model, self.learn.xb[0], mixed, self._opt))
+                    self.last = time.perf_counter()
+                    self.excluded += self.last - t0
 
         def before_validate(self):
             self._end("epoch ends")
@@ -179,18 +218,23 @@ def budget_fit(chips: Path, chip_size: int | None, args, mixed: bool) -> dict:
     """A ``fit(minutes=...)`` with the defaults; its step time, its stages, and the bare step of the same model."""
     model, data = _model(chips, chip_size, args.batch_size)
     options = {"mixed_precision": _mixed_mode() if mixed else "off"} if _has_mixed_precision() else {}
-    clock = _stage_clock()
+    autocast = mixed and _mixed_on(model.device)
+    clock = _stage_clock(args.bare_every, autocast)
     t0 = time.perf_counter()
     model.fit(minutes=args.budget_minutes, warn_empty=False, cbs=[clock], **options)
-    wall = time.perf_counter() - t0
+    wall = time.perf_counter() - t0 - clock.excluded  # the interleaved bare steps left out
     steps = model.steps_trained
-    bare = bare_step(model, data, mixed and _mixed_on(model.device))
+    after = bare_step(model, data, autocast)
+    interleaved = sorted(clock.bare)[len(clock.bare) // 2] if clock.bare else None
+    bare = interleaved or after
     fit_step = wall / max(steps, 1)
     stages = {k: v / max(steps, 1) for k, v in clock.seconds.items()}
     network = stages.get("forward", 0.0) + stages.get("backward", 0.0)
     return {"train_chip_size": int(data.chip_size), "mixed_precision": mixed, "budget_s": 60.0 * args.budget_minutes,
             "wall_s": wall, "steps": steps, "epochs": len(model.history), "fit_step_s": fit_step, "bare_step_s": bare,
-            "fit_over_bare": fit_step / bare, "steps_per_15_min": steps / wall * 900.0,
+            "bare_steps_interleaved": len(clock.bare), "bare_step_after_fit_s": after,
+            "fit_over_bare": fit_step / bare, "fit_over_bare_after_fit": fit_step / after,
+            "steps_per_15_min": steps / wall * 900.0,
             "stages_s_per_step": stages, "fit_over_network_in_fit": fit_step / network if network else None,
             "final_valid_pq": (model.history[-1].get("panoptic_quality") if model.history else None)}
 
@@ -364,6 +408,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--parts", nargs="+", default=["overhead", "sizes", "quality"],
                     choices=["overhead", "ab", "sizes", "quality"])
     ap.add_argument("--budget-minutes", type=float, default=1.5, help="budget of each overhead fit")
+    ap.add_argument("--bare-every", type=int, default=10,
+                    help="overhead: time a bare step after every N-th training batch of the fit (0: only after the fit)")
     ap.add_argument("--sizes", type=int, nargs="+", default=[128, 256, 512])
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--batches", type=int, default=6, help="timed training batches per size")
