@@ -123,7 +123,7 @@ def is_weak(metrics: dict) -> bool:
     return bool(things.get("pq", float("nan")) < WEAK_PQ_THINGS)
 
 
-def weak_training_causes(metrics: dict, steps: int, batch_size: int, dataset) -> list[str]:
+def weak_training_causes(steps: int, batch_size: int, dataset) -> list[str]:
     """What limits a weak result that geomax can see, each with what to try (most likely first)."""
     causes = []
     if steps < WEAK_STEPS:
@@ -145,7 +145,7 @@ def warn_if_weak(metrics: dict, steps: int, batch_size: int, dataset, stacklevel
     if not is_weak(metrics):
         return None
     things = metrics["things"]
-    causes = weak_training_causes(metrics, steps, batch_size, dataset)
+    causes = weak_training_causes(steps, batch_size, dataset)
     rq = f", recognition quality {100 * things['rq']:.1f}" if things.get("rq") is not None else ""
     message = (f"The model finds few of the objects yet: validation PQ of the things {100 * things['pq']:.1f}{rq} "
                f"(geomax calls under {100 * WEAK_PQ_THINGS:.0f} weak). It is usable, but expect missed, split or "

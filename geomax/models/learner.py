@@ -13,6 +13,7 @@ them into the arcgis.learn-style API: ``fit``, ``lr_find``, ``show_results``,
 """
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -377,8 +378,8 @@ class MaXDeepLab:
 
             warn_if_empty({"all": {"pq": 0.0}}, self.steps_trained, data.train.bs, data.train_ds,
                           self.state.postprocess.class_threshold, stacklevel=3)
-        elif warn_empty and final_pq is not None and final_things is not None and final_things == final_things:
-            from .diagnose import warn_if_weak  # (the last epoch's PQ of the things; NaN: no things to find)
+        elif warn_empty and final_pq is not None and final_things is not None and not math.isnan(final_things):
+            from .diagnose import warn_if_weak  # (NaN PQ of the things: no things to find in validation)
 
             warn_if_weak({"all": {"pq": final_pq}, "things": {"pq": final_things, "n": 1}}, self.steps_trained,
                          data.train.bs, data.train_ds, stacklevel=3)

@@ -114,6 +114,21 @@ def test_fit_model_logs_the_diagnosis_of_a_weak_training(synthetic_data, monkeyp
         assert any(line.startswith("WARNING: The model finds few of the objects") for line in lines) is says
 
 
+def test_fit_warns_when_the_last_epoch_finds_few_things(synthetic_data, monkeypatch):
+    from geomax import MaXDeepLab
+    from geomax.models import learner
+
+    model = MaXDeepLab(synthetic_data, backbone="max_deeplab_tiny")
+    for row, says in (({"panoptic_quality": 0.4, "pq_things": 0.1}, True),
+                      ({"panoptic_quality": 0.8, "pq_things": 0.7}, False),
+                      ({"panoptic_quality": 0.8, "pq_things": float("nan")}, False)):
+        monkeypatch.setattr(learner, "history_rows", lambda recorder, row=row: [row])
+        with warnings.catch_warnings(record=True) as record:
+            warnings.simplefilter("always")
+            model.fit(1, checkpoint=False)
+        assert any("finds few of the objects" in str(w.message) for w in record) is says
+
+
 def test_predict_raster_says_when_the_whole_raster_is_void(trained_model, synthetic_scene, tmp_path):
     from geomax.workflows.predict import predict_raster
 
