@@ -37,7 +37,8 @@ from .normalize import BandStats, RunningBandStats
 from .rasterize import feature_class_values, rasterize_labels
 from .sources import local_path, open_raster
 
-__all__ = ["export_training_data", "ExportInfo", "resolve_background", "BACKGROUND_NAME", "BACKGROUND_RULES"]
+__all__ = ["export_training_data", "ExportInfo", "resolve_background", "BACKGROUND_NAME", "BACKGROUND_RULES",
+           "LABELS_COVER"]
 
 _PIXEL_TYPES = {"uint8": "U8", "int8": "S8", "uint16": "U16", "int16": "S16", "uint32": "U32", "int32": "S32",
                 "float32": "F32", "float64": "F64"}
@@ -99,33 +100,67 @@ BACKGROUND_RULES = ("auto", "class", "void")
 _BACKGROUND_COLOR = (190, 190, 190)
 
 
-def resolve_background(rule: str, class_table: ClassTable) -> tuple[ClassTable, int | None, str]:
+#: ``"auto"``: labels with stuff classes that cover less than this share of the valid pixels do not
+#: cover the image (a footprint layer exported without ``thing_classes``): the rest becomes ``background``.
+LABELS_COVER = 0.9
+
+
+def resolve_background(rule: str, class_table: ClassTable,
+                       labelled_share: float | None = None) -> tuple[ClassTable, int | None, str]:
     """Apply the background rule to a class table: ``(class table, background Value or None, why)``.
 
     ``"auto"``: when every class is a thing (a footprint layer of buildings, trees, cars...),
-    pixels with no label are where there is none of them, so they become a stuff class
-    ``background`` (Value one above the highest, so no Value clashes); when the labels
-    hold stuff classes too, unlabelled pixels stay void (ignored by training), as for
-    partially labelled images. ``"class"`` / ``"void"`` force either.
+    or when the labels cover less than :data:`LABELS_COVER` of the valid pixels
+    (``labelled_share``, as the export measures it: a footprint layer exported without
+    thing classes), pixels with no label are where there is none of the classes, so they
+    become a stuff class ``background`` (Value one above the highest, so no Value clashes);
+    when stuff classes cover the image (or the share is not known), unlabelled pixels stay
+    void (ignored by training): the gaps of a full labelling. ``"class"`` / ``"void"`` force
+    either (``"void"`` for partially labelled images).
     """
     if rule not in BACKGROUND_RULES:
         raise ArgumentError(f"background='{rule}' is not a rule: use one of {list(BACKGROUND_RULES)}.")
     existing = next((c for c in class_table if c.name == BACKGROUND_NAME and not c.is_thing), None)
     if rule == "void":
         return class_table, None, "Background rule 'void' (asked): unlabelled pixels stay void and are ignored."
-    if rule == "auto" and class_table.stuff_values:
-        return class_table, None, (f"Background rule 'void': the labels hold stuff classes "
+    sparse = labelled_share is not None and labelled_share < LABELS_COVER
+    if rule == "auto" and class_table.stuff_values and not sparse:
+        covered = (f"cover {100 * labelled_share:.0f}% of the valid pixels with stuff classes"
+                   if labelled_share is not None else "hold stuff classes")
+        return class_table, None, (f"Background rule 'void': the labels {covered} "
                                    f"({', '.join(class_table.stuff_names)}), so unlabelled pixels stay void (ignored "
                                    "by training); pass background='class' if the labels cover only some classes.")
-    why = ("asked" if rule == "class" else
-           f"every labelled class is a thing ({', '.join(class_table.thing_names)}), so unlabelled pixels are where "
-           "there is none; pass background='void' for partially labelled images")
+    if rule == "class":
+        why = "asked"
+    elif class_table.stuff_values and labelled_share is not None:  # (stuff labels cover too little: sparse)
+        why = (f"the labels ({', '.join(class_table.names)}) cover only {100 * labelled_share:.0f}% of the valid "
+               "pixels, so unlabelled pixels are where there is none of them; pass background='void' for partially "
+               "labelled images")
+    else:
+        why = (f"every labelled class is a thing ({', '.join(class_table.thing_names)}), so unlabelled pixels are where "
+               "there is none; pass background='void' for partially labelled images")
     if existing is not None:
         return class_table, existing.value, f"Background rule 'class' ({why}): unlabelled pixels become '{existing.name}'."
     value = max(class_table.values, default=0) + 1
     table = ClassTable(list(class_table) + [ClassInfo(value, BACKGROUND_NAME, _BACKGROUND_COLOR, False)])
     return table, value, (f"Background rule 'class' ({why}): unlabelled valid pixels become the stuff class "
                           f"'{BACKGROUND_NAME}' (Value {value}).")
+
+
+def _labelled_share(src, gdf, raster_box, side: int = 1024) -> float:
+    """Share of the raster's valid pixels under a label polygon, on a grid of at most ``side`` px a side."""
+    from rasterio import features
+    from rasterio.transform import from_bounds
+
+    scale = max(src.width, src.height) / side
+    shape = (max(1, int(round(src.height / max(scale, 1.0)))), max(1, int(round(src.width / max(scale, 1.0)))))
+    valid = src.dataset_mask(out_shape=shape) > 0
+    geoms = [g for g in gdf.geometry.intersection(raster_box) if g is not None and not g.is_empty]
+    if not geoms or not valid.any():
+        return 0.0
+    labelled = features.rasterize(geoms, out_shape=shape, transform=from_bounds(*src.bounds, shape[1], shape[0]),
+                                  fill=0, default_value=1, dtype="uint8").astype(bool)
+    return float((labelled & valid).sum() / valid.sum())
 
 
 def _tile_starts(length: int, tile: int, stride: int) -> list[int]:
@@ -266,8 +301,9 @@ def export_training_data(
         Show a progress bar.
     background:
         What valid pixels under no label become (:func:`resolve_background`): ``"auto"``
-        (the stuff class ``background`` when every labelled class is a thing, else void),
-        ``"class"`` or ``"void"``. The rule used and why is in :attr:`ExportInfo.background`.
+        (the stuff class ``background`` when every labelled class is a thing or the labels
+        cover less than :data:`LABELS_COVER` of the valid pixels, else void), ``"class"`` or
+        ``"void"``. The rule used and why is in :attr:`ExportInfo.background`.
 
     Returns
     -------
@@ -363,7 +399,8 @@ def export_training_data(
         if class_table is None:
             class_table = _class_table_from_labels(gdf[class_field].tolist(), thing_classes, class_field)
         feature_class_values(gdf[class_field].tolist(), class_table, class_field)  # raises on unknown classes
-        class_table, background_value, background_note = resolve_background(background, class_table)
+        share = _labelled_share(src, gdf, raster_box) if background == "auto" and class_table.stuff_values else None
+        class_table, background_value, background_note = resolve_background(background, class_table, share)
         gdf = gdf.reset_index(drop=True)
 
         tmp = _make_scratch(out_folder)

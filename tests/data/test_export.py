@@ -194,10 +194,29 @@ def test_background_void_on_request_and_when_stuff_is_labelled(scene3, tmp_path)
                                 background="void", **kw)
     assert info.class_table.names == ["building"] and info.background_value is None and "'void' (asked)" in info.background
     info = export_training_data(scene3.raster, scene3.labels, tmp_path / "b", class_table=SYNTHETIC_CLASSES, **kw)
-    assert info.background_value is None and "the labels hold stuff classes" in info.background
+    assert info.background_value is None and "the labels cover 100% of the valid pixels with stuff" in info.background
     assert info.class_table.names == SYNTHETIC_CLASSES.names
     with pytest.raises(ArgumentError, match="background='sky' is not a rule"):
         export_training_data(scene3.raster, scene3.labels, tmp_path / "c", background="sky", **kw)
+
+
+def test_stuff_labels_that_do_not_cover_the_image_get_a_background_class(scene3, tmp_path):
+    """A footprint layer exported without thing classes (its class is stuff) covers a small share of the
+    image: under "auto" the rest is background, not void (the model must see where buildings are not);
+    "void" still leaves it void."""
+    from geomax.data.export import LABELS_COVER
+
+    kw = dict(class_field=CLASS_FIELD, tile_size=128, progress=False)
+    info = export_training_data(scene3.raster, _footprints(scene3, tmp_path), tmp_path / "a", **kw)
+    assert info.class_table.thing_names == [] and info.class_table.names == ["building", "background"]
+    share = float(info.background.split("cover only ")[1].split("%")[0]) / 100
+    assert 0 < share < LABELS_COVER and "pass background='void'" in info.background
+    layout = read_export(tmp_path / "a")
+    with rasterio.open(layout.chips[0].image) as img, rasterio.open(layout.chips[0].label) as lab:
+        valid, labels = img.dataset_mask() > 0, lab.read(1)
+    assert set(np.unique(labels[valid])) <= {1, 2} and (labels[valid] == 2).any()
+    info = export_training_data(scene3.raster, _footprints(scene3, tmp_path), tmp_path / "b", background="void", **kw)
+    assert info.background_value is None and info.class_table.names == ["building"]
 
 
 def test_the_background_value_does_not_clash_with_non_contiguous_values(scene3, tmp_path):

@@ -12,7 +12,7 @@ def test_export_without_things_says_every_class_is_stuff(synthetic_scene, tmp_pa
     assert lines[0].startswith("note: no thing classes given")
     assert info.class_table.thing_names == [] and info.n_chips > 0
     assert lines[-2].startswith(f"Exported {info.n_chips} chips of 128 px") and "things: none" in lines[-2]
-    assert lines[-1].startswith("Background rule 'void': the labels hold stuff classes")
+    assert lines[-1].startswith("Background rule 'void': the labels cover 100% of the valid pixels with stuff classes")
 
 
 def test_export_takes_the_class_table_from_a_source(synthetic_scene, tmp_path):
