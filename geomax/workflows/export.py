@@ -80,7 +80,8 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
 
         class_table = load_class_table(class_table_source)
     elif not thing_classes:
-        log("note: no thing classes given: every class is exported as stuff (no instances).")
+        log("note: no thing classes given: every class is exported as stuff (no instances)." + _thing_hint(
+            labels, class_field, label_layer))
     info = export_training_data(raster, labels, out, class_field=class_field, thing_classes=thing_classes,
                                 class_table=class_table, tile_size=tile_size, stride=stride, chip_format=chip_format,
                                 bands=bands, skip_empty=not keep_empty, max_nodata_fraction=max_nodata_fraction,
@@ -89,3 +90,26 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
         f"(classes: {', '.join(info.class_table.names)}; things: {', '.join(info.class_table.thing_names) or 'none'})")
     log(info.background)
     return info
+
+
+#: A class with at least this many features is named as a possible thing class when none is given.
+MANY_FEATURES = 10
+
+
+def _thing_hint(labels, class_field: str, label_layer: str | None) -> str:
+    """`` Classes with many separate features: ...`` (the classes that look like objects), or ``""``."""
+    import geopandas as gpd
+
+    try:
+        gdf = labels if isinstance(labels, gpd.GeoDataFrame) else (
+            gpd.read_file(labels, layer=label_layer) if label_layer else gpd.read_file(labels))
+        counts = gdf[class_field].value_counts()
+    except Exception:  # the export itself says what is wrong with the labels
+        return ""
+    many = [(str(name), int(n)) for name, n in counts.items() if n >= MANY_FEATURES][:3]
+    if not many:
+        return ""
+    names = [name for name, _ in many]
+    listed = ", ".join(f"'{name}' {n}" for name, n in many)
+    return (f" Classes with many separate features ({listed}): if each feature is one object, pass --things "
+            f"{' '.join(names)} (thing_classes={names}) for one instance each.")

@@ -10,6 +10,7 @@ def test_export_without_things_says_every_class_is_stuff(synthetic_scene, tmp_pa
     lines = []
     info = export(synthetic_scene.raster, synthetic_scene.labels, tmp_path / "chips", tile_size=128, log=lines.append)
     assert lines[0].startswith("note: no thing classes given")
+    assert "Classes with many separate features ('building'" in lines[0] and "pass --things building" in lines[0]
     assert info.class_table.thing_names == [] and info.n_chips > 0
     assert lines[-2].startswith(f"Exported {info.n_chips} chips of 128 px") and "things: none" in lines[-2]
     assert lines[-1].startswith("Background rule 'void': the labels cover 100% of the valid pixels with stuff classes")
