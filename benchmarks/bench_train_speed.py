@@ -113,30 +113,9 @@ def _mixed_mode() -> str:
     return "bf16" if "bf16" in MIXED_PRECISION_MODES and _mixed_on(device) else "auto"
 
 
-def bare_step(model, data, mixed: bool, repeats: int = 9) -> float:
-    """Median seconds of forward + backward + SGD step with a trivial loss on one training batch."""
-    net = model.learn.model
-    net.train()
-    xb, _ = next(iter(data.train))
-    opt = torch.optim.SGD(net.parameters(), lr=1e-6)
-    times = []
-    for i in range(repeats + 2):
-        t0 = time.perf_counter()
-        with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=mixed):
-            out = net(xb)
-        loss = sum(v.float().mean() for v in out.values() if v.is_floating_point())
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
-        if i >= 2:  # two warm-up steps
-            times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
-
-
-def _bare_on(net, xb, mixed: bool, opt) -> float:
-    """Seconds of one bare step (forward + backward + SGD with a trivial loss) on ``xb``, leaving the network as it was:
-    the SGD learning rate is 0, the gradients are cleared and the batch-norm running statistics restored."""
-    buffers = [b.clone() for b in net.buffers()]
+def _trivial_step(net, xb, mixed: bool, opt) -> float:
+    """Seconds of forward + backward + ``opt`` step with a trivial loss (the mean of every output) on ``xb``;
+    the gradients are cleared after the clock stops."""
     t0 = time.perf_counter()
     with torch.autocast(xb.device.type, dtype=torch.bfloat16, enabled=mixed):
         out = net(xb)
@@ -145,6 +124,24 @@ def _bare_on(net, xb, mixed: bool, opt) -> float:
     opt.step()
     seconds = time.perf_counter() - t0
     opt.zero_grad()
+    return seconds
+
+
+def bare_step(model, data, mixed: bool, repeats: int = 9) -> float:
+    """Median seconds of forward + backward + SGD step with a trivial loss on one training batch."""
+    net = model.learn.model
+    net.train()
+    xb, _ = next(iter(data.train))
+    opt = torch.optim.SGD(net.parameters(), lr=1e-6)
+    times = [_trivial_step(net, xb, mixed, opt) for _ in range(repeats + 2)][2:]  # two warm-up steps
+    return sorted(times)[len(times) // 2]
+
+
+def _bare_on(net, xb, mixed: bool, opt) -> float:
+    """Seconds of one bare step (:func:`_trivial_step`) on ``xb``, leaving the network as it was: ``opt`` is SGD
+    at learning rate 0 and the batch-norm running statistics are restored."""
+    buffers = [b.clone() for b in net.buffers()]
+    seconds = _trivial_step(net, xb, mixed, opt)
     with torch.no_grad():
         for b, saved in zip(net.buffers(), buffers):
             b.copy_(saved)
