@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
@@ -76,6 +76,8 @@ class ExportInfo:
         The background rule applied (``"class"`` or ``"void"``) and why, in one sentence.
     background_value:
         Value of the background class unlabelled valid pixels became (``None``: they stay void).
+    features_per_class:
+        ``{class name: polygon features}`` of the label layer that overlap the raster.
     """
 
     out_folder: Path
@@ -93,6 +95,7 @@ class ExportInfo:
     megapixels: float
     background: str = ""
     background_value: int | None = None
+    features_per_class: dict = field(default_factory=dict)
 
 
 #: Values of ``background``: ``"auto"`` (a class when every labelled class is a thing), ``"class"``, ``"void"``.
@@ -147,15 +150,16 @@ def resolve_background(rule: str, class_table: ClassTable,
                           f"'{BACKGROUND_NAME}' (Value {value}).")
 
 
-def _labelled_share(src, gdf, raster_box, side: int = 1024) -> float:
-    """Share of the raster's valid pixels under a label polygon, on a grid of at most ``side`` px a side."""
+def _labelled_share(src, geometries, side: int = 1024) -> float:
+    """Share of the raster's valid pixels under one of ``geometries`` (polygons in the raster's CRS), on a grid
+    of at most ``side`` px a side (rasterising clips them to the raster)."""
     from rasterio import features
     from rasterio.transform import from_bounds
 
     scale = max(src.width, src.height) / side
     shape = (max(1, int(round(src.height / max(scale, 1.0)))), max(1, int(round(src.width / max(scale, 1.0)))))
     valid = src.dataset_mask(out_shape=shape) > 0
-    geoms = [g for g in gdf.geometry.intersection(raster_box) if g is not None and not g.is_empty]
+    geoms = [g for g in geometries if g is not None and not g.is_empty]
     if not geoms or not valid.any():
         return 0.0
     labelled = features.rasterize(geoms, out_shape=shape, transform=from_bounds(*src.bounds, shape[1], shape[0]),
@@ -398,8 +402,11 @@ def export_training_data(
                             f"label bounds {tuple(gdf.total_bounds)} in {raster_crs}). Check both layers.")
         if class_table is None:
             class_table = _class_table_from_labels(gdf[class_field].tolist(), thing_classes, class_field)
-        feature_class_values(gdf[class_field].tolist(), class_table, class_field)  # raises on unknown classes
-        share = _labelled_share(src, gdf, raster_box) if background == "auto" and class_table.stuff_values else None
+        feature_values = feature_class_values(gdf[class_field].tolist(), class_table, class_field)  # raises if unknown
+        overlaps = gdf.geometry.intersects(raster_box).to_numpy()
+        features_per_class = {c.name: int((feature_values[overlaps] == c.value).sum()) for c in class_table}
+        share = (_labelled_share(src, gdf.geometry[overlaps]) if background == "auto" and class_table.stuff_values
+                 else None)
         class_table, background_value, background_note = resolve_background(background, class_table, share)
         gdf = gdf.reset_index(drop=True)
 
@@ -416,7 +423,8 @@ def export_training_data(
             shutil.rmtree(tmp, ignore_errors=True)
     n_chips, n_empty, n_nodata, stats, n_instances, mpx = info
     return ExportInfo(out_folder, n_chips, n_empty, n_nodata, class_table, names, stats, tile_size, stride,
-                      chip_format, n_instances, time.perf_counter() - t_start, mpx, background_note, background_value)
+                      chip_format, n_instances, time.perf_counter() - t_start, mpx, background_note, background_value,
+                      features_per_class)
 
 
 def _export_chips(src, gdf, class_field, class_table, band_idx, names, tile_size, stride, chip_format,

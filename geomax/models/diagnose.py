@@ -29,12 +29,17 @@ FEW_OBJECTS = 1000
 _SAMPLE_CHIPS = 64
 
 
+def _sampled_chips(dataset, n_chips: int) -> np.ndarray:
+    """Indices of at most ``n_chips`` chips of ``dataset``, evenly spread (all of them when it has fewer)."""
+    n = dataset.n_chips
+    return np.unique(np.linspace(0, n - 1, min(n, n_chips)).astype(int)) if n else np.zeros(0, int)
+
+
 def label_shares(dataset, n_chips: int = _SAMPLE_CHIPS) -> tuple[float, dict[str, float]]:
     """Share of valid pixels with a label, and each class's share of the labelled pixels, over sampled chips."""
-    n = dataset.n_chips
-    if n == 0:
+    idx = _sampled_chips(dataset, n_chips)
+    if not idx.size:
         return 0.0, {}
-    idx = np.unique(np.linspace(0, n - 1, min(n, n_chips)).astype(int))
     counts = np.zeros(dataset.class_table.n_classes + 1, np.int64)
     n_valid = 0
     for i in idx:
@@ -103,15 +108,14 @@ def warn_if_empty(metrics: dict, steps: int, batch_size: int, dataset, class_thr
 
 def thing_instances(dataset, n_chips: int = _SAMPLE_CHIPS) -> int:
     """Thing instances in the training chips, estimated from sampled chips (the count itself when all are sampled)."""
-    n = dataset.n_chips
-    if n == 0:
+    idx = _sampled_chips(dataset, n_chips)
+    if not idx.size:
         return 0
-    idx = np.unique(np.linspace(0, n - 1, min(n, n_chips)).astype(int))
     found = 0
     for i in idx:
         ids = np.asarray(dataset.load_sample(int(i)).instance)
         found += int(np.unique(ids[ids > 0]).size)
-    return int(round(found * n / len(idx)))
+    return int(round(found * dataset.n_chips / len(idx)))
 
 
 def is_weak(metrics: dict) -> bool:

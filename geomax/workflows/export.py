@@ -79,13 +79,13 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
         from ..evaluate import load_class_table
 
         class_table = load_class_table(class_table_source)
-    elif not thing_classes:
-        log("note: no thing classes given: every class is exported as stuff (no instances)." + _thing_hint(
-            labels, class_field, label_layer))
     info = export_training_data(raster, labels, out, class_field=class_field, thing_classes=thing_classes,
                                 class_table=class_table, tile_size=tile_size, stride=stride, chip_format=chip_format,
                                 bands=bands, skip_empty=not keep_empty, max_nodata_fraction=max_nodata_fraction,
                                 label_layer=label_layer, overwrite=overwrite, progress=progress, background=background)
+    if class_table is None and not thing_classes:
+        log("note: no thing classes given: every class is exported as stuff (no instances)."
+            + _thing_hint(info.features_per_class))
     log(f"Exported {info.n_chips} chips of {info.tile_size} px to {info.out_folder} "
         f"(classes: {', '.join(info.class_table.names)}; things: {', '.join(info.class_table.thing_names) or 'none'})")
     log(info.background)
@@ -96,20 +96,12 @@ def export(raster: str | os.PathLike, labels, out: str | os.PathLike, *,
 MANY_FEATURES = 10
 
 
-def _thing_hint(labels, class_field: str, label_layer: str | None) -> str:
+def _thing_hint(features_per_class: dict) -> str:
     """`` Classes with many separate features: ...`` (the classes that look like objects), or ``""``."""
-    import geopandas as gpd
-
-    try:
-        gdf = labels if isinstance(labels, gpd.GeoDataFrame) else (
-            gpd.read_file(labels, layer=label_layer) if label_layer else gpd.read_file(labels))
-        counts = gdf[class_field].value_counts()
-    except Exception:  # the export itself says what is wrong with the labels
-        return ""
-    many = [(str(name), int(n)) for name, n in counts.items() if n >= MANY_FEATURES][:3]
+    many = sorted(((n, name) for name, n in features_per_class.items() if n >= MANY_FEATURES), reverse=True)[:3]
     if not many:
         return ""
-    names = [name for name, _ in many]
-    listed = ", ".join(f"'{name}' {n}" for name, n in many)
+    names = [name for _, name in many]
+    listed = ", ".join(f"'{name}' {n}" for n, name in many)
     return (f" Classes with many separate features ({listed}): if each feature is one object, pass --things "
             f"{' '.join(names)} (thing_classes={names}) for one instance each.")
